@@ -1,0 +1,212 @@
+//! The Optimum auth service (`GET /api/v1/me`) and console API (list,
+//! register, assign, unassign) over HTTP, per remote-apis.md §1–2: Bearer
+//! auth (401), operator scoping (403), body validation (400), the 500-key
+//! cap (413) and the 409 of an assign naming an unregistered pair.
+//!
+//! State semantics live in `registry`; this module only speaks HTTP.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use crate::{error_response, json_response, Route, Sim};
+
+/// Most keys one register request may carry.
+pub const MAX_KEYS_PER_REGISTER: usize = 500;
+
+pub fn routes() -> Router<Sim> {
+    Router::new()
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/operators/{op}/validators", get(list).post(assign))
+        .route(
+            "/api/v1/operators/{op}/validators/{index}",
+            delete(unassign),
+        )
+        .route("/api/v1/validator-keys/batch", post(register))
+}
+
+/// 401 unless the Bearer is the configured key; 403 if `op` is not ours.
+fn authorize(sim: &Sim, headers: &HeaderMap, op: Option<&str>) -> Result<(), Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(sim.config().api_key.as_str()) {
+        let body = serde_json::json!({"error": "invalid_credential"});
+        return Err(json_response(StatusCode::UNAUTHORIZED, body.to_string()));
+    }
+    match op {
+        Some(op) if op != sim.config().operator_id => Err(error_response(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this key may not act for that operator",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error_response(StatusCode::BAD_REQUEST, "bad_request", e))
+}
+
+async fn me(State(sim): State<Sim>, headers: HeaderMap) -> Response {
+    if let Some(r) = sim.faults().gate(Route::Me).await {
+        return r;
+    }
+    if let Err(r) = authorize(&sim, &headers, None) {
+        return r;
+    }
+    let body = if sim.config().staff_key {
+        serde_json::json!({"operator_id": "", "role": "staff"})
+    } else {
+        serde_json::json!({"operator_id": sim.config().operator_id, "role": "operator"})
+    };
+    json_response(StatusCode::OK, body.to_string())
+}
+
+async fn list(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    Path(op): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = sim.faults().gate(Route::List).await {
+        return r;
+    }
+    if let Err(r) = authorize(&sim, &headers, Some(&op)) {
+        return r;
+    }
+    let network = params
+        .iter()
+        .find(|(k, _)| k == "network")
+        .map_or("mainnet", |(_, v)| v.as_str());
+    let body = sim.registry().list_json(&op, network);
+    json_response(StatusCode::OK, body)
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    keys: Vec<KeyRow>,
+}
+
+#[derive(Deserialize)]
+struct KeyRow {
+    validator_index: u64,
+    chain_id: String,
+    validator_key: String,
+}
+
+async fn register(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = sim.faults().gate(Route::Register).await {
+        return r;
+    }
+    if let Err(r) = authorize(&sim, &headers, None) {
+        return r;
+    }
+    let req: RegisterBody = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if req.keys.len() > MAX_KEYS_PER_REGISTER {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_keys",
+            format!("at most {MAX_KEYS_PER_REGISTER} keys per request"),
+        );
+    }
+    let (added, skipped) = sim.registry().register(
+        req.keys
+            .into_iter()
+            .map(|k| ((k.validator_index, k.chain_id), k.validator_key)),
+    );
+    let body = serde_json::json!({"added": added, "skipped": skipped});
+    json_response(StatusCode::OK, body.to_string())
+}
+
+#[derive(Deserialize)]
+struct AssignBody {
+    validators: Vec<PairRow>,
+}
+
+#[derive(Deserialize)]
+struct PairRow {
+    validator_index: u64,
+    chain_id: String,
+}
+
+async fn assign(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = sim.faults().gate(Route::Assign).await {
+        return r;
+    }
+    if let Err(r) = authorize(&sim, &headers, Some(&op)) {
+        return r;
+    }
+    let req: AssignBody = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let pairs = req
+        .validators
+        .into_iter()
+        .map(|p| (p.validator_index, p.chain_id))
+        .collect();
+    let result = sim.registry().assign(pairs);
+    match result {
+        Ok(n) => json_response(
+            StatusCode::CREATED,
+            serde_json::json!({"assigned": n}).to_string(),
+        ),
+        Err(missing) => {
+            let missing: Vec<_> = missing
+                .into_iter()
+                .map(|(i, c)| serde_json::json!({"validator_index": i, "chain_id": c}))
+                .collect();
+            let body = serde_json::json!({
+                "error": "not_registered",
+                "message": "every validator must be registered before it is assigned",
+                "missing": missing,
+            });
+            json_response(StatusCode::CONFLICT, body.to_string())
+        }
+    }
+}
+
+async fn unassign(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    Path((op, index)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = sim.faults().gate(Route::Unassign).await {
+        return r;
+    }
+    if let Err(r) = authorize(&sim, &headers, Some(&op)) {
+        return r;
+    }
+    let Ok(index) = index.parse::<u64>() else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "validator_index must be a decimal integer",
+        );
+    };
+    let Some((_, chain_id)) = params.iter().find(|(k, _)| k == "chain_id") else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "chain_id is required",
+        );
+    };
+    sim.registry().unassign(index, chain_id);
+    StatusCode::NO_CONTENT.into_response()
+}

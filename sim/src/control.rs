@@ -1,0 +1,417 @@
+//! The JSON control API under `/sim/…` on the main listener: the same
+//! powers as the [`Sim`](crate::Sim) handle, for the binary, demos and the
+//! benchmark. Control routes are never faulted or counted.
+//!
+//! | route | body / query | answer |
+//! |---|---|---|
+//! | `GET /sim/state` | | slot, epoch, counts, assignment count, open streams, beacon_up, urls |
+//! | `GET /sim/registry` | | `{"assignments": [...], "registered": n}` |
+//! | `GET /sim/counts` | | `{route: n}` |
+//! | `POST /sim/reset_counts` | | |
+//! | `POST /sim/advance` | `{"slots": n}` or `{"epochs": n}` | `{"slot","epoch"}` |
+//! | `POST /sim/deposit` | `{"pubkey": "0x…"\|null}` | `{"pubkey"}` |
+//! | `POST /sim/exit`, `/sim/slash` | `{"index": n}` | |
+//! | `POST /sim/status` | `{"index": n, "status": "exited_unslashed"}` | |
+//! | `POST /sim/reorg` | `{"depth": n}` | |
+//! | `POST /sim/seed` | `{"assignments": [[i,"0x1",true],…], "registered": [[i,"0x1","0xkey"],…], "assign_range": [start,end,"0x1"]}` (each optional; range end exclusive) | `{"assignments": total}` |
+//! | `POST /sim/fail` | `{"route","status","count"=1,"retry_after"?}` | |
+//! | `POST /sim/non_json` | `{"route","count"=1}` | |
+//! | `POST /sim/latency` | `{"route": null\|"list", "ms"}` | |
+//! | `POST /sim/post_unsupported` | `{"status": 405\|404\|null}` | |
+//! | `POST /sim/none_known_404` | `{"on": bool}` | |
+//! | `POST /sim/list_shape` | `{"shape": "validators"\|"assignments"\|"null"\|"absent"}` | |
+//! | `POST /sim/streams` | `{"close": true}` and/or `{"silence": bool}` | |
+//! | `POST /sim/beacon` | `{"up": bool}` | |
+//! | `GET /sim/pubkeys?start=0&count=N` | | text/plain, one pubkey a line |
+//! | `GET /sim/validator/{index}` | | `{"index","pubkey","status"}` |
+//!
+//! Every POST answers `{"ok": true, …}`; a malformed body 400 `{"error","message"}`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{chain, error_response, json_response, ListShape, Route, Sim};
+
+pub fn routes() -> Router<Sim> {
+    Router::new()
+        .route("/sim/state", get(state))
+        .route("/sim/registry", get(registry))
+        .route("/sim/counts", get(counts))
+        .route("/sim/reset_counts", post(reset_counts))
+        .route("/sim/advance", post(advance))
+        .route("/sim/deposit", post(deposit))
+        .route("/sim/exit", post(exit))
+        .route("/sim/slash", post(slash))
+        .route("/sim/status", post(set_status))
+        .route("/sim/reorg", post(reorg))
+        .route("/sim/seed", post(seed))
+        .route("/sim/fail", post(fail))
+        .route("/sim/non_json", post(non_json))
+        .route("/sim/latency", post(latency))
+        .route("/sim/post_unsupported", post(post_unsupported))
+        .route("/sim/none_known_404", post(none_known_404))
+        .route("/sim/list_shape", post(list_shape))
+        .route("/sim/streams", post(streams))
+        .route("/sim/beacon", post(beacon))
+        .route("/sim/pubkeys", get(pubkeys))
+        .route("/sim/validator/{index}", get(validator))
+}
+
+type Answer = Result<Response, Response>;
+
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| bad(e))
+}
+
+fn bad(msg: impl std::fmt::Display) -> Response {
+    error_response(StatusCode::BAD_REQUEST, "bad_request", msg)
+}
+
+fn ok(extra: Value) -> Answer {
+    let mut v = json!({"ok": true});
+    if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    Ok(json_response(StatusCode::OK, v.to_string()))
+}
+
+fn route(name: &str) -> Result<Route, Response> {
+    name.parse().map_err(bad)
+}
+
+fn respond(a: Answer) -> Response {
+    a.unwrap_or_else(|e| e)
+}
+
+async fn state(State(sim): State<Sim>) -> Response {
+    let (slot, epoch, spe, validators) = {
+        let c = sim.chain();
+        (c.slot(), c.epoch(), c.slots_per_epoch(), c.len())
+    };
+    let (assignments, registered) = {
+        let r = sim.registry();
+        (r.assignment_count(), r.registered_count())
+    };
+    let body = json!({
+        "slot": slot, "epoch": epoch, "slots_per_epoch": spe, "validators": validators,
+        "counts": sim.counts(), "assignments": assignments, "registered": registered,
+        "open_streams": sim.open_streams(), "beacon_up": sim.beacon_up().await,
+        "url": sim.url(), "beacon_url": sim.beacon_url(),
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+async fn registry(State(sim): State<Sim>) -> Response {
+    let (rows, registered) = {
+        let r = sim.registry();
+        (r.assignments(), r.registered_count())
+    };
+    json_response(
+        StatusCode::OK,
+        json!({"assignments": rows, "registered": registered}).to_string(),
+    )
+}
+
+async fn counts(State(sim): State<Sim>) -> Response {
+    json_response(StatusCode::OK, json!(sim.counts()).to_string())
+}
+
+async fn reset_counts(State(sim): State<Sim>) -> Response {
+    sim.reset_counts();
+    respond(ok(json!({})))
+}
+
+#[derive(Deserialize)]
+struct AdvanceReq {
+    #[serde(default)]
+    slots: u64,
+    #[serde(default)]
+    epochs: u64,
+}
+
+async fn advance(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: AdvanceReq = body(&b)?;
+        sim.advance_slots(req.slots);
+        sim.advance_epochs(req.epochs);
+        ok(json!({"slot": sim.current_slot(), "epoch": sim.current_epoch()}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct DepositReq {
+    #[serde(default)]
+    pubkey: Option<String>,
+}
+
+async fn deposit(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: DepositReq = body(&b)?;
+        let pubkey = sim.try_deposit(req.pubkey.as_deref()).map_err(bad)?;
+        ok(json!({"pubkey": pubkey}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct IndexReq {
+    index: u64,
+}
+
+async fn exit(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: IndexReq = body(&b)?;
+        sim.exit(req.index);
+        ok(json!({}))
+    })())
+}
+
+async fn slash(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: IndexReq = body(&b)?;
+        sim.slash(req.index);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct StatusReq {
+    index: u64,
+    status: String,
+}
+
+async fn set_status(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: StatusReq = body(&b)?;
+        sim.try_set_status(req.index, &req.status).map_err(bad)?;
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct ReorgReq {
+    #[serde(default = "one")]
+    depth: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+async fn reorg(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: ReorgReq = body(&b)?;
+        sim.reorg(req.depth);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct SeedReq {
+    #[serde(default)]
+    assignments: Vec<(u64, String, bool)>,
+    #[serde(default)]
+    registered: Vec<(u64, String, String)>,
+    #[serde(default)]
+    assign_range: Option<(u64, u64, String)>,
+}
+
+async fn seed(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: SeedReq = body(&b)?;
+        for (index, chain_id, active) in &req.assignments {
+            sim.seed_assignment(*index, chain_id, *active);
+        }
+        for (index, chain_id, key) in &req.registered {
+            sim.seed_registered(*index, chain_id, key);
+        }
+        if let Some((start, end, chain_id)) = &req.assign_range {
+            sim.seed_assign_range(*start, *end, chain_id, true);
+        }
+        ok(json!({"assignments": sim.registry().assignment_count()}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct FailReq {
+    route: String,
+    status: u16,
+    #[serde(default = "one_u32")]
+    count: u32,
+    #[serde(default)]
+    retry_after: Option<u64>,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+async fn fail(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: FailReq = body(&b)?;
+        if !(100..=999).contains(&req.status) {
+            return Err(bad("status must be an HTTP status code"));
+        }
+        sim.fail_next(route(&req.route)?, req.status, req.count, req.retry_after);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct NonJsonReq {
+    route: String,
+    #[serde(default = "one_u32")]
+    count: u32,
+}
+
+async fn non_json(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: NonJsonReq = body(&b)?;
+        sim.non_json_next(route(&req.route)?, req.count);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct LatencyReq {
+    #[serde(default)]
+    route: Option<String>,
+    ms: u64,
+}
+
+async fn latency(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: LatencyReq = body(&b)?;
+        let r = req.route.as_deref().map(route).transpose()?;
+        sim.set_latency(r, req.ms);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct PostUnsupportedReq {
+    #[serde(default)]
+    status: Option<u16>,
+}
+
+async fn post_unsupported(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: PostUnsupportedReq = body(&b)?;
+        sim.post_validators_unsupported(req.status);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct OnReq {
+    on: bool,
+}
+
+async fn none_known_404(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: OnReq = body(&b)?;
+        sim.set_none_known_404(req.on);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct ShapeReq {
+    shape: String,
+}
+
+async fn list_shape(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: ShapeReq = body(&b)?;
+        let shape: ListShape = req.shape.parse().map_err(bad)?;
+        sim.set_list_shape(shape);
+        ok(json!({}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct StreamsReq {
+    #[serde(default)]
+    close: bool,
+    #[serde(default)]
+    silence: Option<bool>,
+}
+
+async fn streams(State(sim): State<Sim>, b: Bytes) -> Response {
+    respond((|| {
+        let req: StreamsReq = body(&b)?;
+        if let Some(on) = req.silence {
+            sim.silence_streams(on);
+        }
+        if req.close {
+            sim.close_streams();
+        }
+        ok(json!({"open_streams": sim.open_streams()}))
+    })())
+}
+
+#[derive(Deserialize)]
+struct UpReq {
+    up: bool,
+}
+
+async fn beacon(State(sim): State<Sim>, b: Bytes) -> Response {
+    let req: UpReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if req.up {
+        if let Err(e) = sim.start_beacon().await {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "bind_failed", e);
+        }
+    } else {
+        sim.stop_beacon().await;
+    }
+    respond(ok(json!({"up": sim.beacon_up().await})))
+}
+
+/// A decimal query parameter, `Ok(None)` when absent.
+fn query_u64(params: &[(String, String)], key: &str) -> Result<Option<u64>, Response> {
+    match params.iter().find(|(k, _)| k == key) {
+        None => Ok(None),
+        Some((_, v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(format!("{key} must be a decimal integer"))),
+    }
+}
+
+async fn pubkeys(State(sim): State<Sim>, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let (start, count) = match (query_u64(&params, "start"), query_u64(&params, "count")) {
+        (Ok(s), Ok(c)) => (s.unwrap_or(0), c),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let chain = sim.chain();
+    let end = count.map_or(chain.len(), |n| start.saturating_add(n));
+    let mut out = String::with_capacity(end.saturating_sub(start).min(1 << 24) as usize * 99);
+    for i in start..end {
+        out.push_str(&chain::to_hex(&chain.pubkey(i)));
+        out.push('\n');
+    }
+    drop(chain);
+    ([(header::CONTENT_TYPE, "text/plain")], out).into_response()
+}
+
+async fn validator(State(sim): State<Sim>, Path(index): Path<String>) -> Response {
+    let Ok(index) = index.parse::<u64>() else {
+        return bad("index must be a decimal integer");
+    };
+    let body = json!({"index": index, "pubkey": sim.pubkey(index), "status": sim.status(index)});
+    json_response(StatusCode::OK, body.to_string())
+}

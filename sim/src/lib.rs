@@ -1,0 +1,574 @@
+//! `keysync-sim`: one loopback process that plays keysync's three remote
+//! parties — the Optimum auth service, the Optimum console API and an
+//! Ethereum beacon node (REST + SSE) — faithfully enough for tests, demos
+//! and benchmarks, with a scriptable chain and fault injection.
+//!
+//! This module owns the [`Sim`] handle (start, control, shutdown) and its
+//! [`SimConfig`]. It shares no code with keysync and must stay that way.
+//!
+//! Two listeners on 127.0.0.1:
+//! - main ([`Sim::url`]): `GET /api/v1/me`, the console API, and the JSON
+//!   control API under `/sim/…` (see [`control`]);
+//! - beacon ([`Sim::beacon_url`]): the Beacon API routes and `/eth/v1/events`.
+//!   It can be stopped and restarted on the same port.
+//!
+//! Beacon reads ignore `state_id` beyond validating it: `head`, `finalized`,
+//! `justified`, `genesis`, a slot or a root all answer from the current state.
+
+pub mod beacon;
+pub mod chain;
+pub mod cli;
+pub mod console;
+pub mod control;
+pub mod faults;
+pub mod registry;
+mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::task::JoinHandle;
+
+pub use chain::Status;
+pub use cli::cli_main;
+pub use faults::Route;
+pub use registry::{Assignment, ListShape};
+
+use beacon::Streams;
+use chain::{Chain, Lifecycle};
+use faults::Faults;
+use registry::Registry;
+use server::Server;
+
+/// Everything the simulator can be started with. Each field's default is
+/// what [`SimConfig::default`] gives.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The one Bearer key every auth/console call must carry.
+    /// Default `ovi_live_sim_key_0123456789abcdef`.
+    pub api_key: String,
+    /// The operator the key belongs to. Default `"42"`.
+    pub operator_id: String,
+    /// Reported by `deposit_contract` as a decimal string. Default 1.
+    pub chain_id: u64,
+    /// Validators generated at start, all `active_ongoing`. Default 64.
+    /// 1,000,000 take about 200 MB and well under 2 s (release).
+    pub validators: u64,
+    /// Seed for pubkeys, roots and signatures. Default 0.
+    pub seed: u64,
+    /// Slot length. Default 12000. 0 = manual clock: slots move only on
+    /// [`Sim::advance_slots`] (fully deterministic tests).
+    pub slot_ms: u64,
+    /// Default 32; tests use 4–8 so epochs pass quickly.
+    pub slots_per_epoch: u64,
+    /// Keep-alive comment period on event streams. 0 (default) = `slot_ms/2`,
+    /// or 1000 ms with the manual clock.
+    pub keepalive_ms: u64,
+    /// Main listener port; 0 (default) = ephemeral.
+    pub main_port: u16,
+    /// Beacon listener port; 0 (default) = ephemeral (kept across restarts).
+    pub beacon_port: u16,
+    /// `GET /api/v1/me` answers an empty `operator_id` (a staff key).
+    pub staff_key: bool,
+    /// See [`chain::Lifecycle`]. Default 1.
+    pub deposit_delay_epochs: u64,
+    /// Default 2.
+    pub activation_delay_epochs: u64,
+    /// Default 2.
+    pub exit_delay_epochs: u64,
+    /// Default 2.
+    pub withdrawable_delay_epochs: u64,
+    /// Added latency on every route from the start (as [`Sim::set_latency`]
+    /// with `None`). Default 0.
+    pub latency_ms: u64,
+    /// Answer 404 to a validators query when none of its ids is known.
+    pub none_known_404: bool,
+    /// `POST …/validators` answers this status (405, or 404 like Lodestar).
+    pub post_validators_unsupported: Option<u16>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        let lc = Lifecycle::default();
+        SimConfig {
+            api_key: "ovi_live_sim_key_0123456789abcdef".to_string(),
+            operator_id: "42".to_string(),
+            chain_id: 1,
+            validators: 64,
+            seed: 0,
+            slot_ms: 12_000,
+            slots_per_epoch: 32,
+            keepalive_ms: 0,
+            main_port: 0,
+            beacon_port: 0,
+            staff_key: false,
+            deposit_delay_epochs: lc.deposit_delay_epochs,
+            activation_delay_epochs: lc.activation_delay_epochs,
+            exit_delay_epochs: lc.exit_delay_epochs,
+            withdrawable_delay_epochs: lc.withdrawable_delay_epochs,
+            latency_ms: 0,
+            none_known_404: false,
+            post_validators_unsupported: None,
+        }
+    }
+}
+
+impl SimConfig {
+    fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            deposit_delay_epochs: self.deposit_delay_epochs,
+            activation_delay_epochs: self.activation_delay_epochs,
+            exit_delay_epochs: self.exit_delay_epochs,
+            withdrawable_delay_epochs: self.withdrawable_delay_epochs,
+        }
+    }
+
+    fn keepalive(&self) -> Duration {
+        let ms = match (self.keepalive_ms, self.slot_ms) {
+            (0, 0) => 1000,
+            (0, slot) => (slot / 2).max(1),
+            (ms, _) => ms,
+        };
+        Duration::from_millis(ms)
+    }
+}
+
+pub(crate) struct Inner {
+    cfg: SimConfig,
+    main_addr: SocketAddr,
+    beacon_addr: SocketAddr,
+    genesis_time: u64,
+    chain: Mutex<Chain>,
+    registry: Mutex<Registry>,
+    faults: Faults,
+    streams: Streams,
+    none_known_404: AtomicBool,
+    post_unsupported: Mutex<Option<u16>>,
+    main: tokio::sync::Mutex<Option<Server>>,
+    beacon: tokio::sync::Mutex<Option<Server>>,
+    clock: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A running simulator. Cheap to clone; every clone controls the same one.
+#[derive(Clone)]
+pub struct Sim {
+    inner: Arc<Inner>,
+}
+
+/// Locks a std mutex, ignoring poisoning (state stays usable after a
+/// panicking test thread).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A JSON response from an already serialised body.
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `{"error": code, "message": message}` with `status`.
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: impl std::fmt::Display,
+) -> Response {
+    let body = serde_json::json!({"error": code, "message": message.to_string()});
+    json_response(status, body.to_string())
+}
+
+/// Bodies up to 256 MiB (bulk seeding, 10,000-id queries).
+const BODY_LIMIT: usize = 256 << 20;
+
+impl Sim {
+    /// Binds both listeners, generates the chain and starts the clock.
+    pub async fn start(cfg: SimConfig) -> std::io::Result<Sim> {
+        let (main_listener, main_addr) = server::bind(cfg.main_port).await?;
+        let (beacon_listener, beacon_addr) = server::bind(cfg.beacon_port).await?;
+        let (seed, n, spe, lc) = (
+            cfg.seed,
+            cfg.validators,
+            cfg.slots_per_epoch,
+            cfg.lifecycle(),
+        );
+        let chain = tokio::task::spawn_blocking(move || Chain::new(seed, n, spe, lc))
+            .await
+            .map_err(std::io::Error::other)?;
+        let genesis_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let faults = Faults::default();
+        faults.set_latency(None, cfg.latency_ms);
+        let inner = Inner {
+            main_addr,
+            beacon_addr,
+            genesis_time,
+            chain: Mutex::new(chain),
+            registry: Mutex::new(Registry::default()),
+            faults,
+            streams: Streams::new(cfg.keepalive()),
+            none_known_404: AtomicBool::new(cfg.none_known_404),
+            post_unsupported: Mutex::new(cfg.post_validators_unsupported),
+            main: tokio::sync::Mutex::new(None),
+            beacon: tokio::sync::Mutex::new(None),
+            clock: Mutex::new(None),
+            cfg,
+        };
+        let sim = Sim {
+            inner: Arc::new(inner),
+        };
+        *sim.inner.main.lock().await = Some(Server::spawn(main_listener, sim.main_router()));
+        *sim.inner.beacon.lock().await = Some(Server::spawn(beacon_listener, sim.beacon_router()));
+        if sim.inner.cfg.slot_ms > 0 {
+            *lock(&sim.inner.clock) = Some(sim.spawn_clock());
+        }
+        tracing::info!(url = %sim.url(), beacon_url = %sim.beacon_url(), validators = n, "simulator listening");
+        Ok(sim)
+    }
+
+    fn main_router(&self) -> Router {
+        console::routes()
+            .merge(control::routes())
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .with_state(self.clone())
+    }
+
+    fn beacon_router(&self) -> Router {
+        beacon::routes()
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .with_state(self.clone())
+    }
+
+    fn spawn_clock(&self) -> JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let period = Duration::from_millis(self.inner.cfg.slot_ms);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                ticks.tick().await;
+                match weak.upgrade() {
+                    Some(inner) => Sim { inner }.advance_slots(1),
+                    None => break,
+                }
+            }
+        })
+    }
+
+    pub(crate) fn config(&self) -> &SimConfig {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    pub(crate) fn streams(&self) -> &Streams {
+        &self.inner.streams
+    }
+
+    pub(crate) fn chain(&self) -> MutexGuard<'_, Chain> {
+        lock(&self.inner.chain)
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.inner.registry)
+    }
+
+    pub(crate) fn genesis_time(&self) -> u64 {
+        self.inner.genesis_time
+    }
+
+    pub(crate) fn none_known_404(&self) -> bool {
+        self.inner.none_known_404.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn post_unsupported_status(&self) -> Option<u16> {
+        *lock(&self.inner.post_unsupported)
+    }
+
+    /// `http://127.0.0.1:PORT`: auth, console and control API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.main_addr)
+    }
+
+    /// `http://127.0.0.1:BPORT`: the beacon node.
+    pub fn beacon_url(&self) -> String {
+        format!("http://{}", self.inner.beacon_addr)
+    }
+
+    pub fn api_key(&self) -> String {
+        self.inner.cfg.api_key.clone()
+    }
+
+    pub fn operator_id(&self) -> String {
+        self.inner.cfg.operator_id.clone()
+    }
+
+    // ---- chain ----------------------------------------------------------
+
+    /// The pubkey at `index` (or the one generated for it if the chain does
+    /// not know it yet): `0x` + 96 lowercase hex.
+    pub fn pubkey(&self, index: u64) -> String {
+        chain::to_hex(&self.chain().pubkey(index))
+    }
+
+    /// The beacon status of `index`, `None` if the chain does not know it.
+    pub fn status(&self, index: u64) -> Option<String> {
+        self.chain().status(index).map(|s| s.as_str().to_string())
+    }
+
+    pub fn index_of(&self, pubkey: &str) -> Option<u64> {
+        self.chain().index_of(&chain::parse_pubkey(pubkey)?)
+    }
+
+    /// Number of validators the chain knows.
+    pub fn validator_count(&self) -> u64 {
+        self.chain().len()
+    }
+
+    pub fn current_slot(&self) -> u64 {
+        self.chain().slot()
+    }
+
+    pub fn current_epoch(&self) -> u64 {
+        self.chain().epoch()
+    }
+
+    /// Moves the chain `n` slots ahead (works with either clock mode),
+    /// sending each slot's events.
+    pub fn advance_slots(&self, n: u64) {
+        let mut chain = self.chain();
+        let events = chain.advance(n);
+        self.streams().publish(events);
+    }
+
+    /// Moves to the first slot of epoch `current_epoch() + n` (so exactly
+    /// `n` epoch boundaries pass).
+    pub fn advance_epochs(&self, n: u64) {
+        let mut chain = self.chain();
+        let target = (chain.epoch() + n) * chain.slots_per_epoch();
+        let slots = target - chain.slot();
+        let events = chain.advance(slots);
+        self.streams().publish(events);
+    }
+
+    /// Submits a deposit (`None` = a fresh generated pubkey) and returns its
+    /// pubkey. Panics on a malformed pubkey (a test bug); see
+    /// [`Sim::try_deposit`].
+    pub fn deposit(&self, pubkey: Option<String>) -> String {
+        match self.try_deposit(pubkey.as_deref()) {
+            Ok(pk) => pk,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Sim::deposit`] that reports a malformed pubkey instead.
+    pub fn try_deposit(&self, pubkey: Option<&str>) -> Result<String, String> {
+        let pk = match pubkey {
+            Some(s) => Some(
+                chain::parse_pubkey(s).ok_or_else(|| format!("not a 0x+96-hex pubkey: {s:?}"))?,
+            ),
+            None => None,
+        };
+        Ok(chain::to_hex(&self.chain().deposit(pk)))
+    }
+
+    /// Emits `voluntary_exit` at once; the status moves at the next epoch
+    /// boundary (active validators only).
+    pub fn exit(&self, index: u64) {
+        let mut chain = self.chain();
+        if let Some(ev) = chain.exit(index) {
+            self.streams().publish([ev]);
+        }
+    }
+
+    /// Schedules a slashing for the next epoch boundary (active only).
+    pub fn slash(&self, index: u64) {
+        self.chain().slash(index);
+    }
+
+    /// Overrides a status at once and freezes it there. Panics on an unknown
+    /// status name (a test bug); see [`Sim::try_set_status`].
+    pub fn set_status(&self, index: u64, status: &str) {
+        if let Err(e) = self.try_set_status(index, status) {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Sim::set_status`] that reports an unknown status name or index.
+    pub fn try_set_status(&self, index: u64, status: &str) -> Result<(), String> {
+        let st = Status::parse(status).ok_or_else(|| format!("unknown status {status:?}"))?;
+        if self.chain().set_status(index, st) {
+            Ok(())
+        } else {
+            Err(format!("unknown validator index {index}"))
+        }
+    }
+
+    /// Emits a `chain_reorg` event of `depth` slots.
+    pub fn reorg(&self, depth: u64) {
+        let mut chain = self.chain();
+        let ev = chain.reorg(depth);
+        self.streams().publish([ev]);
+    }
+
+    // ---- registry -------------------------------------------------------
+
+    /// Every assignment row, sorted by (index, chain_id).
+    pub fn assignments(&self) -> Vec<Assignment> {
+        self.registry().assignments()
+    }
+
+    pub fn active_assignments(&self) -> BTreeSet<(u64, String)> {
+        self.registry().active_assignments()
+    }
+
+    /// Registered keys: (index, chain_id) → validator_key.
+    pub fn registered(&self) -> BTreeMap<(u64, String), String> {
+        self.registry().registered()
+    }
+
+    /// Puts an assignment row in place; also registers `pubkey(index)` for
+    /// the pair if the chain knows the index.
+    pub fn seed_assignment(&self, index: u64, chain_id: &str, active: bool) {
+        self.seed_assign_range(index, index.saturating_add(1), chain_id, active);
+    }
+
+    /// [`Sim::seed_assignment`] for every index in `start..end`, fast
+    /// (500,000 rows in well under a second in release).
+    pub fn seed_assign_range(&self, start: u64, end: u64, chain_id: &str, active: bool) {
+        let keys: Vec<(u64, Option<String>)> = {
+            let chain = self.chain();
+            (start..end)
+                .map(|i| {
+                    (
+                        i,
+                        (i < chain.len()).then(|| chain::to_hex(&chain.pubkey(i))),
+                    )
+                })
+                .collect()
+        };
+        let mut reg = self.registry();
+        for (i, key) in keys {
+            reg.seed_assignment(i, chain_id, active);
+            if let Some(key) = key {
+                reg.seed_registered(i, chain_id, key);
+            }
+        }
+    }
+
+    pub fn seed_registered(&self, index: u64, chain_id: &str, key: &str) {
+        self.registry()
+            .seed_registered(index, chain_id, key.to_string());
+    }
+
+    pub fn set_list_shape(&self, shape: ListShape) {
+        self.registry().shape = shape;
+    }
+
+    // ---- faults ---------------------------------------------------------
+
+    /// The next `count` requests to `route` answer `status` (with
+    /// `Retry-After` if given) and change nothing. `count` 0 clears.
+    pub fn fail_next(&self, route: Route, status: u16, count: u32, retry_after_secs: Option<u64>) {
+        self.faults()
+            .fail_next(route, status, count, retry_after_secs);
+    }
+
+    /// The next `count` requests to `route` answer 200 `<html>502 proxy</html>`.
+    pub fn non_json_next(&self, route: Route, count: u32) {
+        self.faults().non_json_next(route, count);
+    }
+
+    /// Fixed added latency for one route, or for every route (`None`); the
+    /// two add up.
+    pub fn set_latency(&self, route: Option<Route>, ms: u64) {
+        self.faults().set_latency(route, ms);
+    }
+
+    /// `POST …/validators` answers `status` (405, or 404 like Lodestar);
+    /// `None` restores support.
+    pub fn post_validators_unsupported(&self, status: Option<u16>) {
+        *lock(&self.inner.post_unsupported) = status;
+    }
+
+    /// Answer 404 to a validators query when none of its ids is known.
+    pub fn set_none_known_404(&self, on: bool) {
+        self.inner.none_known_404.store(on, Ordering::Relaxed);
+    }
+
+    /// Ends every open event stream now (clients reconnect).
+    pub fn close_streams(&self) {
+        self.streams().close_all();
+    }
+
+    /// While on, open streams stay connected but receive nothing at all
+    /// (no events, no keep-alives); events in between are lost.
+    pub fn silence_streams(&self, on: bool) {
+        self.streams().set_silenced(on);
+    }
+
+    /// Number of event streams currently connected.
+    pub fn open_streams(&self) -> usize {
+        self.streams().open()
+    }
+
+    /// Closes the beacon listener and every beacon connection (clients see
+    /// connection refused). No-op if already stopped.
+    pub async fn stop_beacon(&self) {
+        if let Some(server) = self.inner.beacon.lock().await.take() {
+            server.stop().await;
+            tracing::info!("beacon stopped");
+        }
+    }
+
+    /// Rebinds the beacon listener on the same port. No-op if running.
+    pub async fn start_beacon(&self) -> std::io::Result<()> {
+        let mut slot = self.inner.beacon.lock().await;
+        if slot.is_none() {
+            let (listener, _) = server::bind(self.inner.beacon_addr.port()).await?;
+            *slot = Some(Server::spawn(listener, self.beacon_router()));
+            tracing::info!("beacon started");
+        }
+        Ok(())
+    }
+
+    pub async fn beacon_up(&self) -> bool {
+        self.inner.beacon.lock().await.is_some()
+    }
+
+    /// Requests received per route name (faulted ones included), every route
+    /// listed.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        Route::ALL
+            .into_iter()
+            .map(|r| (r.to_string(), self.faults().count(r)))
+            .collect()
+    }
+
+    pub fn count(&self, route: Route) -> u64 {
+        self.faults().count(route)
+    }
+
+    pub fn reset_counts(&self) {
+        self.faults().reset_counts();
+    }
+
+    /// Stops the clock and both listeners, cutting every connection.
+    pub async fn shutdown(self) {
+        if let Some(clock) = lock(&self.inner.clock).take() {
+            clock.abort();
+        }
+        self.stop_beacon().await;
+        if let Some(server) = self.inner.main.lock().await.take() {
+            server.stop().await;
+        }
+    }
+}

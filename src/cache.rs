@@ -1,0 +1,86 @@
+//! `ChainCache`: what keysync has learned from the beacon node.
+//!
+//! Owns pubkey ↔ index pairs (immutable once the chain assigned them, so
+//! cached forever per chain) and the last known status per index. In memory;
+//! the daemon's store persists the entries marked dirty. Never decides scope:
+//! it only remembers.
+
+use std::collections::HashMap;
+
+use crate::beacon::BeaconValidator;
+use crate::domain::{Pubkey, Status, ValidatorIndex};
+
+/// What is known about one validator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub pubkey: Pubkey,
+    pub status: Status,
+}
+
+#[derive(Debug, Default)]
+pub struct ChainCache {
+    by_pubkey: HashMap<Pubkey, ValidatorIndex>,
+    by_index: HashMap<ValidatorIndex, Known>,
+    dirty: Vec<ValidatorIndex>,
+}
+
+impl ChainCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    pub fn index_of(&self, pubkey: &Pubkey) -> Option<ValidatorIndex> {
+        self.by_pubkey.get(pubkey).copied()
+    }
+
+    pub fn get(&self, index: ValidatorIndex) -> Option<&Known> {
+        self.by_index.get(&index)
+    }
+
+    /// Records what the node said. Returns whether anything changed.
+    pub fn learn(&mut self, v: &BeaconValidator) -> bool {
+        let changed = match self.by_index.get(&v.index) {
+            Some(k) => k.pubkey != v.pubkey || k.status != v.status,
+            None => true,
+        };
+        if changed {
+            if let Some(old) = self.by_index.get(&v.index) {
+                if old.pubkey != v.pubkey {
+                    self.by_pubkey.remove(&old.pubkey);
+                }
+            }
+            self.by_pubkey.insert(v.pubkey, v.index);
+            self.by_index.insert(
+                v.index,
+                Known {
+                    pubkey: v.pubkey,
+                    status: v.status.clone(),
+                },
+            );
+            self.dirty.push(v.index);
+        }
+        changed
+    }
+
+    /// Loads an entry from the store (not marked dirty).
+    pub fn restore(&mut self, index: ValidatorIndex, known: Known) {
+        self.by_pubkey.insert(known.pubkey, index);
+        self.by_index.insert(index, known);
+    }
+
+    /// Indices changed since the last call, for persisting.
+    pub fn take_dirty(&mut self) -> Vec<ValidatorIndex> {
+        let mut d = std::mem::take(&mut self.dirty);
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+}

@@ -1,0 +1,345 @@
+//! Domain types shared by every part of keysync: BLS pubkeys, chain ids,
+//! registry assignments and the desired set.
+//!
+//! Owns parsing and normalisation of a pubkey (the one place that decides
+//! what a valid key looks like). Does no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// A validator index on the beacon chain.
+pub type ValidatorIndex = u64;
+
+/// A 48-byte BLS12-381 public key. Stored as bytes (48 bytes instead of a
+/// 98-byte string) because the daemon holds hundreds of thousands of them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pubkey(pub [u8; 48]);
+
+/// Why a string is not a pubkey; the caller adds where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PubkeyError {
+    #[error("not a BLS pubkey: want 96 hex characters (48 bytes), got {0}")]
+    Length(usize),
+    #[error("not a BLS pubkey: {0:?} is not a hex digit")]
+    NotHex(char),
+}
+
+impl FromStr for Pubkey {
+    type Err = PubkeyError;
+
+    /// Accepts 96 hex digits with or without `0x`/`0X`, any case,
+    /// surrounding whitespace ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let hex = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s);
+        if hex.len() != 96 {
+            return Err(PubkeyError::Length(hex.chars().count()));
+        }
+        let mut out = [0u8; 48];
+        let bytes = hex.as_bytes();
+        for (i, byte) in out.iter_mut().enumerate() {
+            let hi = nibble(bytes[2 * i])?;
+            let lo = nibble(bytes[2 * i + 1])?;
+            *byte = (hi << 4) | lo;
+        }
+        Ok(Pubkey(out))
+    }
+}
+
+fn nibble(b: u8) -> Result<u8, PubkeyError> {
+    match b {
+        b'0'..=b'9' => Ok(b - b'0'),
+        b'a'..=b'f' => Ok(b - b'a' + 10),
+        b'A'..=b'F' => Ok(b - b'A' + 10),
+        other => Err(PubkeyError::NotHex(other as char)),
+    }
+}
+
+impl fmt::Display for Pubkey {
+    /// Lowercase `0x` form, the only form keysync ever sends.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 98];
+        buf[0] = b'0';
+        buf[1] = b'x';
+        for (i, b) in self.0.iter().enumerate() {
+            buf[2 + 2 * i] = HEX[(b >> 4) as usize];
+            buf[3 + 2 * i] = HEX[(b & 0xf) as usize];
+        }
+        // The buffer holds only ASCII hex digits and "0x".
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Pubkey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Pubkey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pubkey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The registry's chain id, compared as an exact string (`"0x1"`).
+/// Cheap to clone: one allocation shared by every entry of a chain.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainId(Arc<str>);
+
+impl ChainId {
+    pub fn new(s: &str) -> Self {
+        ChainId(Arc::from(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The numeric chain id, from `0x`-hex or decimal, for comparing with the
+    /// beacon node's `deposit_contract.chain_id`. `None` when it is neither.
+    pub fn numeric(&self) -> Option<u64> {
+        let s = self.0.trim().to_ascii_lowercase();
+        match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        }
+    }
+}
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl serde::Serialize for ChainId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The registry's key: one validator on one chain.
+pub type Key = (ValidatorIndex, ChainId);
+
+/// One row of the registry as the console API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Assignment {
+    pub validator_index: ValidatorIndex,
+    pub chain_id: ChainId,
+    pub active: bool,
+}
+
+/// One validator the operator wants assigned, with what registration needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredValidator {
+    pub validator_index: ValidatorIndex,
+    pub chain_id: ChainId,
+    pub validator_key: Pubkey,
+}
+
+/// The validators the operator owns now, keyed on (index, chain id).
+///
+/// Built by the reconciler from beacon-resolved sources first and records
+/// second, so a record wins over a beacon hit for the same key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredSet {
+    entries: BTreeMap<Key, Pubkey>,
+}
+
+impl DesiredSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces the entry for the validator's key (later wins).
+    pub fn insert(&mut self, v: DesiredValidator) {
+        self.entries
+            .insert((v.validator_index, v.chain_id), v.validator_key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    pub fn key_of(&self, key: &Key) -> Option<&Pubkey> {
+        self.entries.get(key)
+    }
+
+    /// Entries in (index, chain id) order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Pubkey)> {
+        self.entries.iter()
+    }
+}
+
+impl FromIterator<DesiredValidator> for DesiredSet {
+    fn from_iter<I: IntoIterator<Item = DesiredValidator>>(iter: I) -> Self {
+        let mut set = DesiredSet::new();
+        for v in iter {
+            set.insert(v);
+        }
+        set
+    }
+}
+
+/// A beacon validator status, typed once at the edge. Unknown future
+/// statuses are kept as `Other` and count as owned (only `withdrawal_*`
+/// leaves the registry scope).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Status {
+    PendingInitialized,
+    PendingQueued,
+    ActiveOngoing,
+    ActiveExiting,
+    ActiveSlashed,
+    ExitedUnslashed,
+    ExitedSlashed,
+    WithdrawalPossible,
+    WithdrawalDone,
+    Other(String),
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Status {
+        match s {
+            "pending_initialized" => Status::PendingInitialized,
+            "pending_queued" => Status::PendingQueued,
+            "active_ongoing" => Status::ActiveOngoing,
+            "active_exiting" => Status::ActiveExiting,
+            "active_slashed" => Status::ActiveSlashed,
+            "exited_unslashed" => Status::ExitedUnslashed,
+            "exited_slashed" => Status::ExitedSlashed,
+            "withdrawal_possible" => Status::WithdrawalPossible,
+            "withdrawal_done" => Status::WithdrawalDone,
+            other => Status::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::PendingInitialized => "pending_initialized",
+            Status::PendingQueued => "pending_queued",
+            Status::ActiveOngoing => "active_ongoing",
+            Status::ActiveExiting => "active_exiting",
+            Status::ActiveSlashed => "active_slashed",
+            Status::ExitedUnslashed => "exited_unslashed",
+            Status::ExitedSlashed => "exited_slashed",
+            Status::WithdrawalPossible => "withdrawal_possible",
+            Status::WithdrawalDone => "withdrawal_done",
+            Status::Other(s) => s,
+        }
+    }
+
+    /// Whether the operator still owns a validator in this status for the
+    /// registry: every status except the two `withdrawal_*` ones.
+    pub fn in_scope(&self) -> bool {
+        !matches!(self, Status::WithdrawalPossible | Status::WithdrawalDone)
+    }
+
+    /// Statuses that can still move (everything but `withdrawal_done`).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Status::WithdrawalDone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PK: &str = "a99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
+
+    #[test]
+    fn pubkey_normalises_prefix_and_case() {
+        let a: Pubkey = PK.parse().unwrap();
+        let b: Pubkey = format!("0X{}", PK.to_uppercase()).parse().unwrap();
+        let c: Pubkey = format!("  0x{PK}\t").parse().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a.to_string(), format!("0x{PK}"));
+    }
+
+    #[test]
+    fn pubkey_rejects_wrong_length_and_non_hex() {
+        assert_eq!("0xabc".parse::<Pubkey>(), Err(PubkeyError::Length(3)));
+        let bad = format!("0x{}g", &PK[..95]);
+        assert_eq!(bad.parse::<Pubkey>(), Err(PubkeyError::NotHex('g')));
+    }
+
+    #[test]
+    fn chain_id_numeric_accepts_hex_and_decimal() {
+        assert_eq!(ChainId::new("0x1").numeric(), Some(1));
+        assert_eq!(ChainId::new("0x4268").numeric(), Some(17000));
+        assert_eq!(ChainId::new("5").numeric(), Some(5));
+        assert_eq!(ChainId::new("mainnet").numeric(), None);
+    }
+
+    #[test]
+    fn only_withdrawal_statuses_leave_scope() {
+        for s in [
+            "pending_initialized",
+            "pending_queued",
+            "active_ongoing",
+            "active_exiting",
+            "active_slashed",
+            "exited_unslashed",
+            "exited_slashed",
+            "some_future_status",
+        ] {
+            assert!(Status::parse(s).in_scope(), "{s}");
+            assert_eq!(Status::parse(s).as_str(), s);
+        }
+        assert!(!Status::parse("withdrawal_possible").in_scope());
+        assert!(!Status::parse("withdrawal_done").in_scope());
+    }
+
+    #[test]
+    fn later_insert_wins_for_the_same_key() {
+        let k1: Pubkey = PK.parse().unwrap();
+        let mut k2 = k1;
+        k2.0[0] ^= 1;
+        let c = ChainId::new("0x1");
+        let set: DesiredSet = [
+            DesiredValidator {
+                validator_index: 7,
+                chain_id: c.clone(),
+                validator_key: k1,
+            },
+            DesiredValidator {
+                validator_index: 7,
+                chain_id: c.clone(),
+                validator_key: k2,
+            },
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.key_of(&(7, c)), Some(&k2));
+    }
+}

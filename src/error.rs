@@ -1,0 +1,63 @@
+//! The top-level error and the one mapping from errors to exit codes.
+//!
+//! Owns the exit-code contract: 0 ok, 2 auth/identity, 3 console API
+//! failure, 4 configuration or input error, 5 guardrail, 6 beacon node
+//! failure. Nothing else in keysync picks an exit code.
+
+use crate::apply::ApplyError;
+use crate::beacon::BeaconError;
+use crate::registry::RegistryError;
+use crate::settings::ConfigError;
+use crate::sources::SourceError;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_AUTH: u8 = 2;
+pub const EXIT_API: u8 = 3;
+pub const EXIT_CONFIG: u8 = 4;
+pub const EXIT_GUARDRAIL: u8 = 5;
+pub const EXIT_BEACON: u8 = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("input error: {0}")]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Beacon(#[from] BeaconError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("refusing to unassign {planned} validators: more than --max-deletes {max} (nothing was written; raise --max-deletes if a large exit is expected)")]
+    Guardrail { planned: usize, max: u64 },
+    #[error("state store: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Source(_) | Error::Store(_) => EXIT_CONFIG,
+            Error::Registry(e) | Error::Apply(ApplyError { source: e, .. }) => {
+                if e.is_auth() {
+                    EXIT_AUTH
+                } else {
+                    EXIT_API
+                }
+            }
+            Error::Beacon(e) => {
+                if e.is_config() {
+                    EXIT_CONFIG
+                } else {
+                    EXIT_BEACON
+                }
+            }
+            Error::Guardrail { .. } => EXIT_GUARDRAIL,
+            Error::Runtime(_) => EXIT_CONFIG,
+        }
+    }
+}

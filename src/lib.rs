@@ -1,0 +1,32 @@
+//! keysync keeps Optimum's validator registry equal to the validators an
+//! operator owns.
+//!
+//! The machine, by room: [`sources`] (input files) and [`beacon`] (the chain)
+//! feed the [`reconcile`] core, which plans with the pure [`plan`] and writes
+//! through [`apply`] to the [`registry`]. The one-shot commands live in
+//! [`oneshot`]; the daemon in [`watch`] with its [`store`]. [`settings`] and
+//! [`cli`] are the two stages of configuration; [`error`] maps failures to
+//! exit codes.
+
+pub mod apply;
+pub mod beacon;
+pub mod cache;
+pub mod cli;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod oneshot;
+pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod reconcile;
+pub mod registry;
+pub mod run;
+pub mod secret;
+pub mod settings;
+pub mod sources;
+pub mod store;
+pub mod watch;

@@ -1,0 +1,78 @@
+//! Logs on stderr via `tracing`: human console lines, or JSON where every
+//! stderr line is one JSON object (panics and argument errors included).
+//!
+//! Owns subscriber setup and the early guess of the format (before the
+//! settings are resolved, so that even a configuration error is logged in
+//! the format the operator asked for). Never logs secrets: they are `Secret`s.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::LogFormat;
+
+/// The log format from `--log-format`, `KEYSYNC_LOG_FORMAT` or the config
+/// file, read without failing (errors are reported later, properly).
+pub fn prescan(args: &[OsString]) -> LogFormat {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let flag = |name: &str| -> Option<String> {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{name}="))
+                .map(str::to_string)
+                .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let from_file = || -> Option<String> {
+        let path = flag("--config").or_else(|| env("KEYSYNC_CONFIG"))?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: toml::Value = toml::from_str(&text).ok()?;
+        v.get("log_format")?.as_str().map(str::to_string)
+    };
+    match flag("--log-format")
+        .or_else(|| env("KEYSYNC_LOG_FORMAT"))
+        .or_else(from_file)
+        .as_deref()
+    {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Console,
+    }
+}
+
+/// Installs the global subscriber. Level from `KEYSYNC_LOG` (an
+/// `EnvFilter` directive such as `debug` or `keysync=debug`), default `info`.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("KEYSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Console => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    // A panic is a bug, but even then stderr stays in the chosen format.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %payload, location = %location, "internal error (a bug): please report it");
+    }));
+}

@@ -1,0 +1,246 @@
+//! Prometheus metrics: a tiny registry of counters, gauges and histograms
+//! rendered in the text exposition format.
+//!
+//! Owns metric names, help texts and rendering. Callers record through
+//! [`Metrics`] (passed by `Arc`, never global). Never holds a secret: label
+//! values are party names, call names, results and reasons only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Histogram bucket bounds in seconds: 5 ms … 60 s.
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Every metric keysync exposes, with its type and help text.
+const CATALOGUE: &[(&str, &str, &str)] = &[
+    (
+        "keysync_desired_validators",
+        "gauge",
+        "Validators in the desired set after the last reconcile.",
+    ),
+    (
+        "keysync_assigned_validators",
+        "gauge",
+        "Active assignments in the registry snapshot.",
+    ),
+    (
+        "keysync_reconciles_total",
+        "counter",
+        "Reconcile passes by result (ok, error).",
+    ),
+    (
+        "keysync_writes_total",
+        "counter",
+        "Registry writes by kind (register, assign, unassign) and result.",
+    ),
+    (
+        "keysync_held_deletes",
+        "gauge",
+        "Unassigns held back by the --max-deletes guardrail (alert when > 0).",
+    ),
+    (
+        "keysync_source_errors_total",
+        "counter",
+        "Input files that failed to parse (last good content kept).",
+    ),
+    (
+        "keysync_event_stream_connected",
+        "gauge",
+        "1 while the beacon event stream is connected.",
+    ),
+    (
+        "keysync_event_stream_reconnects_total",
+        "counter",
+        "Event stream (re)connections.",
+    ),
+    (
+        "keysync_last_event_age_seconds",
+        "gauge",
+        "Seconds since the last event or keep-alive from the beacon node.",
+    ),
+    (
+        "keysync_events_total",
+        "counter",
+        "Beacon events received by topic.",
+    ),
+    (
+        "keysync_triggers_total",
+        "counter",
+        "Reconcile triggers by reason.",
+    ),
+    (
+        "keysync_trigger_to_apply_seconds",
+        "histogram",
+        "From the first trigger of a pass to the end of its last registry write.",
+    ),
+    (
+        "keysync_remote_request_seconds",
+        "histogram",
+        "Remote request latency by party and call.",
+    ),
+    (
+        "keysync_remote_requests_total",
+        "counter",
+        "Remote requests by party, call and outcome.",
+    ),
+    (
+        "keysync_reconcile_seconds",
+        "histogram",
+        "Duration of a reconcile pass.",
+    ),
+    (
+        "keysync_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful reconcile.",
+    ),
+];
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    scalars: BTreeMap<(&'static str, Labels), f64>,
+    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+}
+
+/// The process's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn labels(l: &[(&'static str, &str)]) -> Labels {
+    l.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    pub fn inc(&self, name: &'static str, l: &[(&'static str, &str)]) {
+        self.add(name, l, 1.0);
+    }
+
+    pub fn add(&self, name: &'static str, l: &[(&'static str, &str)], by: f64) {
+        self.with(|i| *i.scalars.entry((name, labels(l))).or_insert(0.0) += by);
+    }
+
+    pub fn set(&self, name: &'static str, l: &[(&'static str, &str)], v: f64) {
+        self.with(|i| {
+            i.scalars.insert((name, labels(l)), v);
+        });
+    }
+
+    pub fn get(&self, name: &'static str, l: &[(&'static str, &str)]) -> f64 {
+        self.with(|i| i.scalars.get(&(name, labels(l))).copied().unwrap_or(0.0))
+    }
+
+    pub fn observe(&self, name: &'static str, l: &[(&'static str, &str)], seconds: f64) {
+        self.with(|i| {
+            let h = i.histograms.entry((name, labels(l))).or_default();
+            for (bound, c) in BUCKETS.iter().zip(h.counts.iter_mut()) {
+                if seconds <= *bound {
+                    *c += 1;
+                }
+            }
+            h.sum += seconds;
+            h.count += 1;
+        });
+    }
+
+    /// Number of observations of a histogram (for tests and benchmarks).
+    pub fn observations(&self, name: &'static str, l: &[(&'static str, &str)]) -> u64 {
+        self.with(|i| i.histograms.get(&(name, labels(l))).map_or(0, |h| h.count))
+    }
+
+    /// The Prometheus text exposition of every metric recorded so far.
+    pub fn render(&self) -> String {
+        self.with(|i| {
+            let mut out = String::new();
+            for (name, kind, help) in CATALOGUE {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for ((n, l), v) in i.scalars.range((*name, Vec::new())..) {
+                    if n != name {
+                        break;
+                    }
+                    let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
+                }
+                for ((n, l), h) in i.histograms.range((*name, Vec::new())..) {
+                    if n != name {
+                        break;
+                    }
+                    for (bound, c) in BUCKETS.iter().zip(h.counts.iter()) {
+                        let le = bound.to_string();
+                        let _ = writeln!(out, "{name}_bucket{} {c}", fmt_labels(l, Some(&le)));
+                    }
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        fmt_labels(l, Some("+Inf")),
+                        h.count
+                    );
+                    let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), h.sum);
+                    let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), h.count);
+                }
+            }
+            out
+        })
+    }
+}
+
+fn fmt_labels(l: &Labels, le: Option<&str>) -> String {
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let m = Metrics::new();
+        m.inc("keysync_reconciles_total", &[("result", "ok")]);
+        m.inc("keysync_reconciles_total", &[("result", "ok")]);
+        m.set("keysync_held_deletes", &[], 3.0);
+        m.observe("keysync_trigger_to_apply_seconds", &[], 0.2);
+        let text = m.render();
+        assert!(
+            text.contains("keysync_reconciles_total{result=\"ok\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("keysync_held_deletes 3\n"));
+        assert!(text.contains("keysync_trigger_to_apply_seconds_bucket{le=\"0.25\"} 1\n"));
+        assert!(text.contains("keysync_trigger_to_apply_seconds_bucket{le=\"0.1\"} 0\n"));
+        assert!(text.contains("keysync_trigger_to_apply_seconds_count 1\n"));
+    }
+}

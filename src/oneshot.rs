@@ -1,0 +1,109 @@
+//! The one-shot commands: `show`, `diff`, `sync`.
+//!
+//! Owns their flow — read inputs (before any network I/O, so input errors
+//! surface first), connect, check the beacon node, resolve, list, plan,
+//! print, maybe apply — through the shared [`Reconciler`]. stdout gets the
+//! JSON result only.
+
+use std::io::Write;
+
+use crate::apply::{NoObserver, Writer};
+use crate::cache::ChainCache;
+use crate::cli::{Command, SyncArgs};
+use crate::error::{Error, EXIT_OK};
+use crate::output;
+use crate::reconcile::{Mode, Reconciler, Refresh};
+use crate::settings::Settings;
+use crate::sources;
+
+fn stdout_err(e: std::io::Error) -> Error {
+    Error::Runtime(format!("cannot write to stdout: {e}"))
+}
+
+/// Runs a one-shot command; returns the exit code on success.
+pub async fn run(command: &Command, settings: &Settings) -> Result<u8, Error> {
+    match command {
+        Command::Show(_) => show(settings).await,
+        Command::Diff(_) => sync(settings, None).await,
+        Command::Sync(args) => sync(settings, Some(args)).await,
+        Command::Watch(_) | Command::Demo(_) => {
+            Err(Error::Runtime("not a one-shot command".into()))
+        }
+    }
+}
+
+async fn show(settings: &Settings) -> Result<u8, Error> {
+    let rec = Reconciler::connect(settings, None).await?;
+    let rows = rec.registry.list(&rec.operator_id).await?;
+    let mut out = std::io::stdout().lock();
+    output::assignments_json(&mut out, &rows)
+        .and_then(|_| out.flush())
+        .map_err(stdout_err)?;
+    Ok(EXIT_OK)
+}
+
+/// `diff` (args = None) and `sync`.
+async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error> {
+    let content = sources::read_all(&settings.inputs)?;
+    let rec = Reconciler::connect(settings, None).await?;
+    rec.check_beacon().await?;
+    let mut cache = ChainCache::new();
+    let resolved = rec.resolve(&content, &mut cache, &Refresh::All).await?;
+    let mut snapshot = rec.list().await?;
+
+    let apply = args.is_some_and(|a| a.apply && !a.dry_run);
+    if let Some(a) = args {
+        if !apply {
+            tracing::info!(
+                apply = a.apply,
+                dry_run = a.dry_run,
+                "dry-run: no writes performed"
+            );
+        }
+    }
+    let never_stop = || false;
+    let mode = if apply {
+        Mode::Apply {
+            writer: Writer {
+                registry: &rec.registry,
+                operator_id: &rec.operator_id,
+                limiter: None,
+                should_stop: &never_stop,
+            },
+            max_deletes: settings.max_deletes,
+            hold_excess_deletes: false,
+        }
+    } else {
+        Mode::Plan
+    };
+    let mut printed: Result<(), std::io::Error> = Ok(());
+    let mut print = |plan: &crate::plan::Plan| {
+        let mut out = std::io::stdout().lock();
+        printed = output::plan_json(&mut out, plan).and_then(|_| out.flush());
+    };
+    let outcome = rec
+        .converge(
+            &resolved.desired,
+            &mut snapshot,
+            mode,
+            &mut print,
+            &mut NoObserver,
+        )
+        .await;
+    printed.map_err(stdout_err)?;
+    let outcome = outcome?;
+    if let Some(applied) = outcome.applied {
+        if outcome.plan.is_noop() {
+            tracing::info!("nothing to do");
+        } else {
+            tracing::info!(
+                registered_added = applied.progress.registered_added,
+                registered_skipped = applied.progress.registered_skipped,
+                assigned = applied.progress.assigned,
+                unassigned = applied.progress.unassigned,
+                "sync applied"
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}

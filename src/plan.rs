@@ -1,0 +1,273 @@
+//! The pure core: desired set × registry snapshot → [`Plan`].
+//!
+//! Owns the rule for what must change. No I/O, no clocks, no logging; every
+//! command (one-shot and daemon) plans through [`plan`]. Tested exhaustively,
+//! with property tests for its invariants: idempotent, independent of input
+//! order, never unassigns a desired validator, inactive rows handled.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{Assignment, DesiredSet, DesiredValidator, Key};
+
+/// The registry as last listed (plus keysync's own writes since, in the
+/// daemon): key → `active`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrySnapshot {
+    rows: BTreeMap<Key, bool>,
+}
+
+impl RegistrySnapshot {
+    pub fn from_rows(rows: impl IntoIterator<Item = Assignment>) -> Self {
+        let mut snap = RegistrySnapshot::default();
+        for a in rows {
+            // Duplicate rows for one key: an active one wins.
+            let active = snap
+                .rows
+                .entry((a.validator_index, a.chain_id))
+                .or_insert(false);
+            *active |= a.active;
+        }
+        snap
+    }
+
+    /// Keys currently assigned (active rows only).
+    pub fn active(&self) -> impl Iterator<Item = &Key> {
+        self.rows.iter().filter(|(_, a)| **a).map(|(k, _)| k)
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.rows.values().filter(|a| **a).count()
+    }
+
+    pub fn is_active(&self, key: &Key) -> bool {
+        self.rows.get(key).copied().unwrap_or(false)
+    }
+
+    /// Records a successful assign.
+    pub fn mark_assigned(&mut self, key: Key) {
+        self.rows.insert(key, true);
+    }
+
+    /// Records a successful unassign.
+    pub fn mark_unassigned(&mut self, key: &Key) {
+        self.rows.remove(key);
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = Assignment> + '_ {
+        self.rows.iter().map(|((i, c), a)| Assignment {
+            validator_index: *i,
+            chain_id: c.clone(),
+            active: *a,
+        })
+    }
+}
+
+/// What must change to make the registry equal the desired set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Keys to register before assigning: exactly the ones in `to_assign`
+    /// (registration is idempotent server-side, so re-sending is harmless).
+    pub to_register: Vec<DesiredValidator>,
+    /// Sorted by (index, chain id).
+    pub to_assign: Vec<Key>,
+    /// Sorted by (index, chain id).
+    pub to_unassign: Vec<Key>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.to_assign.is_empty() && self.to_unassign.is_empty()
+    }
+
+    /// Splits off the deletes beyond `max_deletes` (the daemon's guardrail:
+    /// hold deletes, let adds through). Returns the held keys; the plan keeps
+    /// none of them when more than `max_deletes` are planned.
+    pub fn hold_deletes_over(&mut self, max_deletes: usize) -> Vec<Key> {
+        if self.to_unassign.len() > max_deletes {
+            std::mem::take(&mut self.to_unassign)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Computes the delta that converges the registry to `desired`.
+///
+/// Only active rows count as present: a desired validator with an inactive
+/// row is registered and assigned again; an undesired inactive row needs no
+/// unassign.
+pub fn plan(desired: &DesiredSet, snapshot: &RegistrySnapshot) -> Plan {
+    let mut out = Plan::default();
+    for (key, pubkey) in desired.iter() {
+        if !snapshot.is_active(key) {
+            out.to_register.push(DesiredValidator {
+                validator_index: key.0,
+                chain_id: key.1.clone(),
+                validator_key: *pubkey,
+            });
+            out.to_assign.push(key.clone());
+        }
+    }
+    out.to_unassign = snapshot
+        .active()
+        .filter(|key| !desired.contains(key))
+        .cloned()
+        .collect();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChainId, Pubkey};
+    use proptest::prelude::*;
+
+    fn pk(i: u64) -> Pubkey {
+        let mut b = [0u8; 48];
+        b[..8].copy_from_slice(&i.to_be_bytes());
+        b[47] = 0x80;
+        Pubkey(b)
+    }
+
+    fn dv(i: u64, c: &str) -> DesiredValidator {
+        DesiredValidator {
+            validator_index: i,
+            chain_id: ChainId::new(c),
+            validator_key: pk(i),
+        }
+    }
+
+    fn row(i: u64, c: &str, active: bool) -> Assignment {
+        Assignment {
+            validator_index: i,
+            chain_id: ChainId::new(c),
+            active,
+        }
+    }
+
+    fn key(i: u64, c: &str) -> Key {
+        (i, ChainId::new(c))
+    }
+
+    #[test]
+    fn adds_missing_removes_extra_and_keeps_the_rest() {
+        let desired: DesiredSet = [dv(1, "0x1"), dv(2, "0x1"), dv(3, "0x1")]
+            .into_iter()
+            .collect();
+        let snap = RegistrySnapshot::from_rows([row(2, "0x1", true), row(9, "0x1", true)]);
+        let p = plan(&desired, &snap);
+        assert_eq!(p.to_assign, vec![key(1, "0x1"), key(3, "0x1")]);
+        assert_eq!(p.to_register.len(), 2);
+        assert_eq!(p.to_unassign, vec![key(9, "0x1")]);
+    }
+
+    #[test]
+    fn inactive_rows_are_not_current() {
+        let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
+        let snap = RegistrySnapshot::from_rows([row(1, "0x1", false), row(2, "0x1", false)]);
+        let p = plan(&desired, &snap);
+        assert_eq!(p.to_assign, vec![key(1, "0x1")]);
+        assert!(
+            p.to_unassign.is_empty(),
+            "an inactive row needs no unassign"
+        );
+    }
+
+    #[test]
+    fn chain_id_is_compared_as_an_exact_string() {
+        let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
+        let snap = RegistrySnapshot::from_rows([row(1, "1", true)]);
+        let p = plan(&desired, &snap);
+        assert_eq!(p.to_assign, vec![key(1, "0x1")]);
+        assert_eq!(p.to_unassign, vec![key(1, "1")]);
+    }
+
+    #[test]
+    fn hold_deletes_over_keeps_adds() {
+        let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
+        let snap = RegistrySnapshot::from_rows((10..20).map(|i| row(i, "0x1", true)));
+        let mut p = plan(&desired, &snap);
+        assert!(p.hold_deletes_over(10).is_empty());
+        let held = p.hold_deletes_over(9);
+        assert_eq!(held.len(), 10);
+        assert!(p.to_unassign.is_empty());
+        assert_eq!(p.to_assign.len(), 1);
+    }
+
+    fn arb_desired() -> impl Strategy<Value = Vec<(u64, bool)>> {
+        prop::collection::vec((0u64..40, any::<bool>()), 0..40)
+    }
+
+    fn arb_rows() -> impl Strategy<Value = Vec<(u64, bool, bool)>> {
+        prop::collection::vec((0u64..40, any::<bool>(), any::<bool>()), 0..40)
+    }
+
+    fn chain(b: bool) -> &'static str {
+        if b {
+            "0x1"
+        } else {
+            "0x5"
+        }
+    }
+
+    fn build(d: &[(u64, bool)], r: &[(u64, bool, bool)]) -> (DesiredSet, RegistrySnapshot) {
+        let desired = d.iter().map(|(i, c)| dv(*i, chain(*c))).collect();
+        let snap = RegistrySnapshot::from_rows(r.iter().map(|(i, c, a)| row(*i, chain(*c), *a)));
+        (desired, snap)
+    }
+
+    /// Applies a plan to a snapshot the way the registry would.
+    fn applied(snap: &RegistrySnapshot, p: &Plan) -> RegistrySnapshot {
+        let mut s = snap.clone();
+        for k in &p.to_assign {
+            s.mark_assigned(k.clone());
+        }
+        for k in &p.to_unassign {
+            s.mark_unassigned(k);
+        }
+        s
+    }
+
+    proptest! {
+        #[test]
+        fn applying_the_plan_converges_and_replanning_is_a_noop(d in arb_desired(), r in arb_rows()) {
+            let (desired, snap) = build(&d, &r);
+            let after = applied(&snap, &plan(&desired, &snap));
+            let active: Vec<Key> = after.active().cloned().collect();
+            let want: Vec<Key> = desired.iter().map(|(k, _)| k.clone()).collect();
+            prop_assert_eq!(active, want);
+            prop_assert!(plan(&desired, &after).is_noop());
+        }
+
+        #[test]
+        fn plan_is_independent_of_input_order(d in arb_desired(), r in arb_rows(), seed in any::<u64>()) {
+            let (desired, snap) = build(&d, &r);
+            let mut d2 = d.clone();
+            let mut r2 = r.clone();
+            // Deterministic shuffle by rotating and reversing.
+            if !d2.is_empty() { let n = (seed as usize) % d2.len(); d2.rotate_left(n); d2.reverse(); }
+            if !r2.is_empty() { let n = (seed as usize) % r2.len(); r2.rotate_left(n); r2.reverse(); }
+            let (desired2, snap2) = build(&d2, &r2);
+            prop_assert_eq!(plan(&desired, &snap), plan(&desired2, &snap2));
+        }
+
+        #[test]
+        fn never_unassigns_a_desired_validator(d in arb_desired(), r in arb_rows()) {
+            let (desired, snap) = build(&d, &r);
+            let p = plan(&desired, &snap);
+            for k in &p.to_unassign {
+                prop_assert!(!desired.contains(k));
+                prop_assert!(snap.is_active(k), "only active rows are unassigned");
+            }
+            for k in &p.to_assign {
+                prop_assert!(desired.contains(k));
+                prop_assert!(!snap.is_active(k));
+            }
+            let reg: Vec<Key> = p.to_register.iter().map(|v| (v.validator_index, v.chain_id.clone())).collect();
+            prop_assert_eq!(&reg, &p.to_assign);
+            let mut sorted = p.to_assign.clone();
+            sorted.sort();
+            prop_assert_eq!(&sorted, &p.to_assign);
+        }
+    }
+}

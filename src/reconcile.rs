@@ -1,0 +1,449 @@
+//! The `Reconciler`: one reconcile function for every command.
+//!
+//! Owns the pipeline — resolve the desired set (cache first, beacon for what
+//! is stale), list the registry (or use the snapshot), plan, enforce the
+//! guardrail, apply. It does not know which trigger woke it: the one-shot
+//! commands call it once with everything stale; the daemon calls it with
+//! what its triggers marked stale. Safety invariants 1–4 live here: a failing
+//! source or beacon node fails the pass before anything is planned, and
+//! validators the node does not know yet are pending, not gone.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::apply::{Applied, Observer, Writer};
+use crate::beacon::{BeaconClient, ValidatorId};
+use crate::cache::ChainCache;
+use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, ValidatorIndex};
+use crate::error::Error;
+use crate::http::{Http, Party};
+use crate::metrics::Metrics;
+use crate::plan::{plan, Plan, RegistrySnapshot};
+use crate::progress::Progress;
+use crate::registry::RegistryClient;
+use crate::settings::Settings;
+use crate::sources::SourceContent;
+
+/// What the beacon node must be asked this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// Every id, full statuses (one-shot; the daemon after a reconnect).
+    All,
+    /// Ids the cache does not know, plus a status check of every known
+    /// in-scope validator for `withdrawal_*` only (an epoch boundary).
+    Epoch,
+    /// Ids the cache does not know, plus these indices in full.
+    Indices(BTreeSet<ValidatorIndex>),
+}
+
+/// Statuses that take a validator out of the registry scope.
+const LEAVING: [&str; 2] = ["withdrawal_possible", "withdrawal_done"];
+
+/// The desired set and what could not be resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub desired: DesiredSet,
+    /// Ids the beacon node does not know (yet): pending deposits or typos.
+    pub unknown: usize,
+    /// Known validators out of scope (`withdrawal_*`).
+    pub excluded: usize,
+    /// Ids sent to the beacon node this pass.
+    pub looked_up: usize,
+}
+
+/// What to do with a plan.
+pub enum Mode<'a> {
+    /// Plan only (diff, sync without --apply, shadow mode).
+    Plan,
+    /// Write it.
+    Apply {
+        writer: Writer<'a>,
+        max_deletes: u64,
+        /// One-shot refuses the whole pass (exit 5); the daemon holds the
+        /// deletes back and lets the adds through.
+        hold_excess_deletes: bool,
+    },
+}
+
+/// The result of a pass.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Deletes held back by the guardrail (daemon only).
+    pub held: Vec<Key>,
+    pub applied: Option<Applied>,
+    pub desired: usize,
+    pub resolved_unknown: usize,
+}
+
+/// The clients and identity every pass uses.
+pub struct Reconciler {
+    pub registry: RegistryClient,
+    pub beacon: Option<BeaconClient>,
+    pub operator_id: String,
+    pub chain_id: ChainId,
+    /// Draw a progress line on long resolutions (terminal, console logs).
+    pub show_progress: bool,
+}
+
+impl Reconciler {
+    /// Builds the clients and resolves the operator id (from the settings,
+    /// else `GET /api/v1/me`).
+    pub async fn connect(
+        settings: &Settings,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Reconciler, Error> {
+        let http = Http::new(
+            settings.timeout,
+            settings.retry,
+            metrics,
+            vec![settings.api_key.clone()],
+        )
+        .map_err(Error::Runtime)?;
+        let registry = RegistryClient::new(
+            http.clone(),
+            settings.api_url.clone(),
+            settings.auth_url.clone(),
+            settings.api_key.clone(),
+            settings.network.clone(),
+        );
+        let beacon = (!settings.beacon_urls.is_empty())
+            .then(|| BeaconClient::new(http, settings.beacon_urls.clone()));
+        let operator_id = match &settings.operator_id {
+            Some(id) => id.clone(),
+            None => {
+                tracing::info!(auth_url = %settings.auth_url, "operator_id not configured; resolving it via GET /api/v1/me");
+                registry.me().await?
+            }
+        };
+        Ok(Reconciler {
+            registry,
+            beacon,
+            operator_id,
+            chain_id: settings.chain_id.clone(),
+            show_progress: settings.log_format == crate::settings::LogFormat::Console,
+        })
+    }
+
+    /// Checks that the beacon node is one, and on the configured chain:
+    /// a wrong URL must never resolve to an empty desired set.
+    pub async fn check_beacon(&self) -> Result<(), Error> {
+        let Some(beacon) = &self.beacon else {
+            return Ok(());
+        };
+        let expected = self.chain_id.numeric();
+        if expected.is_none() {
+            tracing::warn!(chain_id = %self.chain_id, "chain id is neither hex nor decimal; skipping the beacon chain check");
+        }
+        let got = beacon
+            .chain_id(expected.map(|n| (n, self.chain_id.as_str())))
+            .await?;
+        tracing::debug!(beacon = %beacon.active_url(), chain_id = got, "beacon node checked");
+        Ok(())
+    }
+
+    /// Resolves `content` into the desired set, asking the beacon node only
+    /// what `refresh` says is stale and learning the answers into `cache`.
+    pub async fn resolve(
+        &self,
+        content: &SourceContent,
+        cache: &mut ChainCache,
+        refresh: &Refresh,
+    ) -> Result<Resolved, Error> {
+        let mut resolved = Resolved::default();
+        if content.needs_beacon() {
+            let beacon = self.beacon.as_ref().ok_or_else(|| {
+                Error::Config(crate::settings::ConfigError {
+                    origin: "KEYSYNC_BEACON_URL".into(),
+                    message: "is required to resolve pubkeys or indices".into(),
+                })
+            })?;
+            let (full, epoch) = lookups(content, cache, refresh);
+            resolved.looked_up = full.len() + epoch.len();
+            let progress = Progress::new(
+                "resolving validators",
+                full.len() + epoch.len(),
+                self.show_progress,
+            );
+            let mut answers = beacon
+                .validators(&full, None, &|n| progress.update(n))
+                .await?;
+            if !epoch.is_empty() {
+                let base = full.len();
+                answers.extend(
+                    beacon
+                        .validators(&epoch, Some(&LEAVING), &|n| progress.update(base + n))
+                        .await?,
+                );
+            }
+            progress.finish();
+            for v in &answers {
+                cache.learn(v);
+            }
+        }
+        let mut desired = DesiredSet::new();
+        let mut unknown_sample: Vec<String> = Vec::new();
+        let mut add =
+            |index: Option<ValidatorIndex>, shown: &dyn Fn() -> String, resolved: &mut Resolved| {
+                match index.and_then(|i| cache.get(i).map(|k| (i, k))) {
+                    Some((i, k)) if k.status.in_scope() => desired.insert(DesiredValidator {
+                        validator_index: i,
+                        chain_id: self.chain_id.clone(),
+                        validator_key: k.pubkey,
+                    }),
+                    Some(_) => resolved.excluded += 1,
+                    None => {
+                        resolved.unknown += 1;
+                        if unknown_sample.len() < 3 {
+                            unknown_sample.push(shown());
+                        }
+                    }
+                }
+            };
+        for pk in &content.pubkeys {
+            add(cache.index_of(pk), &|| pk.to_string(), &mut resolved);
+        }
+        for i in &content.indices {
+            add(Some(*i), &|| i.to_string(), &mut resolved);
+        }
+        // Records last: a record wins over a beacon-resolved entry.
+        for r in &content.records {
+            desired.insert(DesiredValidator {
+                validator_index: r.validator_index,
+                chain_id: r.chain_id.clone(),
+                validator_key: r.validator_key,
+            });
+        }
+        if resolved.unknown > 0 {
+            tracing::warn!(
+                unknown = resolved.unknown,
+                total = content.pubkeys.len() + content.indices.len(),
+                sample = ?unknown_sample,
+                "the beacon node does not know some validators (deposits not yet processed, or typos); they are pending, not removed"
+            );
+        }
+        if resolved.excluded > 0 {
+            tracing::info!(
+                excluded = resolved.excluded,
+                "validators in withdrawal_* are no longer owned and leave the desired set"
+            );
+        }
+        resolved.desired = desired;
+        Ok(resolved)
+    }
+
+    /// Lists the registry.
+    pub async fn list(&self) -> Result<RegistrySnapshot, Error> {
+        Ok(RegistrySnapshot::from_rows(
+            self.registry.list(&self.operator_id).await?,
+        ))
+    }
+
+    /// Plans `desired` against `snapshot` and, per `mode`, applies it.
+    /// `on_plan` sees the plan before any write. Successful writes are
+    /// reflected in `snapshot` and reported to `observer`.
+    pub async fn converge(
+        &self,
+        desired: &DesiredSet,
+        snapshot: &mut RegistrySnapshot,
+        mode: Mode<'_>,
+        on_plan: &mut dyn FnMut(&Plan),
+        observer: &mut dyn Observer,
+    ) -> Result<Outcome, Error> {
+        let planned = plan(desired, snapshot);
+        on_plan(&planned);
+        let mut outcome = Outcome {
+            plan: planned.clone(),
+            desired: desired.len(),
+            ..Default::default()
+        };
+        let Mode::Apply {
+            writer,
+            max_deletes,
+            hold_excess_deletes,
+        } = mode
+        else {
+            return Ok(outcome);
+        };
+        let mut to_apply = planned;
+        if to_apply.to_unassign.len() as u64 > max_deletes {
+            if !hold_excess_deletes {
+                return Err(Error::Guardrail {
+                    planned: to_apply.to_unassign.len(),
+                    max: max_deletes,
+                });
+            }
+            outcome.held = to_apply.hold_deletes_over(max_deletes as usize);
+            tracing::error!(
+                held = outcome.held.len(),
+                max_deletes,
+                "guardrail: more unassigns planned than --max-deletes; holding them back (adds still go through) until the input is fixed or the limit raised"
+            );
+        }
+        if to_apply.is_noop() {
+            tracing::debug!("nothing to do");
+            outcome.applied = Some(Applied::default());
+            return Ok(outcome);
+        }
+        let mut tracking = Tracking {
+            snapshot,
+            inner: observer,
+        };
+        let applied = writer.apply(&to_apply, &mut tracking).await?;
+        outcome.applied = Some(applied);
+        Ok(outcome)
+    }
+}
+
+/// Keeps the snapshot equal to the registry as keysync's writes land.
+struct Tracking<'a> {
+    snapshot: &'a mut RegistrySnapshot,
+    inner: &'a mut dyn Observer,
+}
+
+impl Observer for Tracking<'_> {
+    fn registered(&mut self, chunk: &[DesiredValidator]) {
+        self.inner.registered(chunk);
+    }
+    fn assigned(&mut self, keys: &[Key]) {
+        for k in keys {
+            self.snapshot.mark_assigned(k.clone());
+        }
+        self.inner.assigned(keys);
+    }
+    fn unassigned(&mut self, key: &Key) {
+        self.snapshot.mark_unassigned(key);
+        self.inner.unassigned(key);
+    }
+}
+
+/// Splits the ids to look up into (full lookups, withdrawal-only checks).
+fn lookups(
+    content: &SourceContent,
+    cache: &ChainCache,
+    refresh: &Refresh,
+) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
+    let mut full: Vec<ValidatorId> = Vec::new();
+    let mut epoch: Vec<ValidatorId> = Vec::new();
+    let mut seen: BTreeSet<ValidatorIndex> = BTreeSet::new();
+    let mut seen_pk: BTreeSet<Pubkey> = BTreeSet::new();
+    let mut visit = |index: Option<ValidatorIndex>, by_pubkey: Option<Pubkey>| match index
+        .filter(|i| cache.get(*i).is_some())
+    {
+        Some(i) => {
+            if !seen.insert(i) {
+                return;
+            }
+            let status_final = cache.get(i).is_some_and(|k| k.status.is_final());
+            match refresh {
+                Refresh::All => full.push(ValidatorId::Index(i)),
+                Refresh::Epoch
+                    if !status_final && cache.get(i).is_some_and(|k| k.status.in_scope()) =>
+                {
+                    epoch.push(ValidatorId::Index(i))
+                }
+                Refresh::Indices(set) if set.contains(&i) => full.push(ValidatorId::Index(i)),
+                _ => {}
+            }
+        }
+        None => match by_pubkey {
+            Some(pk) => {
+                if seen_pk.insert(pk) {
+                    full.push(ValidatorId::Pubkey(pk));
+                }
+            }
+            None => {
+                if let Some(i) = index {
+                    if seen.insert(i) {
+                        full.push(ValidatorId::Index(i));
+                    }
+                }
+            }
+        },
+    };
+    for pk in &content.pubkeys {
+        visit(cache.index_of(pk), Some(*pk));
+    }
+    for i in &content.indices {
+        visit(Some(*i), None);
+    }
+    (full, epoch)
+}
+
+/// The party name for logs of a failed pass.
+pub fn party_of(e: &Error) -> Option<Party> {
+    match e {
+        Error::Beacon(_) => Some(Party::Beacon),
+        Error::Registry(_) | Error::Apply(_) => Some(Party::Console),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::beacon::BeaconValidator;
+    use crate::domain::Status;
+
+    fn pk(i: u64) -> Pubkey {
+        let mut b = [0u8; 48];
+        b[..8].copy_from_slice(&i.to_be_bytes());
+        Pubkey(b)
+    }
+
+    fn known(cache: &mut ChainCache, i: u64, s: &str) {
+        cache.learn(&BeaconValidator {
+            index: i,
+            pubkey: pk(i),
+            status: Status::parse(s),
+        });
+    }
+
+    #[test]
+    fn lookups_ask_only_for_what_is_stale() {
+        let mut cache = ChainCache::new();
+        known(&mut cache, 1, "active_ongoing");
+        known(&mut cache, 2, "withdrawal_done");
+        known(&mut cache, 3, "exited_unslashed");
+        let content = SourceContent {
+            pubkeys: vec![pk(1), pk(2), pk(9)],
+            indices: vec![3, 4, 1],
+            records: vec![],
+        };
+
+        let (full, epoch) = lookups(&content, &cache, &Refresh::All);
+        assert_eq!(
+            full,
+            vec![
+                ValidatorId::Index(1),
+                ValidatorId::Index(2),
+                ValidatorId::Pubkey(pk(9)),
+                ValidatorId::Index(3),
+                ValidatorId::Index(4)
+            ]
+        );
+        assert!(epoch.is_empty());
+
+        let (full, epoch) = lookups(&content, &cache, &Refresh::Epoch);
+        assert_eq!(
+            full,
+            vec![ValidatorId::Pubkey(pk(9)), ValidatorId::Index(4)]
+        );
+        assert_eq!(
+            epoch,
+            vec![ValidatorId::Index(1), ValidatorId::Index(3)],
+            "withdrawal_done never moves again"
+        );
+
+        let (full, epoch) = lookups(&content, &cache, &Refresh::Indices([3].into()));
+        assert_eq!(
+            full,
+            vec![
+                ValidatorId::Pubkey(pk(9)),
+                ValidatorId::Index(3),
+                ValidatorId::Index(4)
+            ]
+        );
+        assert!(epoch.is_empty());
+    }
+}

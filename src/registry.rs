@@ -1,0 +1,347 @@
+//! `RegistryClient`: the Optimum auth service (`/api/v1/me`) and console API
+//! (list, register, assign, unassign), exactly as `remote-apis.md` describes.
+//!
+//! Owns the wire format of those calls and the mapping of their failures to
+//! [`RegistryError`] (401/403 → rejected key). Parses leniently (unknown
+//! fields ignored, both list shapes, `null` lists) and writes strictly.
+//! Does not decide what to write: that is the plan's and the apply stage's job.
+
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::domain::{Assignment, ChainId, DesiredValidator, ValidatorIndex};
+use crate::http::{Failure, Http, Party};
+use crate::secret::Secret;
+
+/// Most keys sent in one register request (the console API's limit).
+pub const REGISTER_CHUNK: usize = 500;
+
+/// A failed call to the auth service or the console API.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// 401/403: unknown, revoked or foreign key (exit code 2).
+    #[error("{party} rejected the API key on {call} (HTTP {status}): {body}")]
+    Rejected {
+        party: Party,
+        call: &'static str,
+        status: u16,
+        body: String,
+    },
+    /// Any other failure of the call (exit code 3, or 2 for the auth service).
+    #[error("{party} {call} failed: {failure}")]
+    Failed {
+        party: Party,
+        call: &'static str,
+        failure: Failure,
+    },
+    /// A 2xx whose body is not what the contract says (exit code 3, or 2 for auth).
+    #[error("{party} {call} returned an unexpected body: {detail}")]
+    Malformed {
+        party: Party,
+        call: &'static str,
+        detail: String,
+    },
+    /// `/me` answered for a key that is not scoped to one operator (exit code 2).
+    #[error("the auth service returned no operator_id: the API key is not scoped to a single operator (a staff key?); keysync needs an operator-scoped ovi_* key, or set KEYSYNC_OPERATOR_ID")]
+    NotOperatorScoped,
+}
+
+impl RegistryError {
+    /// Whether this is an authentication / identity failure (exit code 2)
+    /// rather than an API failure (exit code 3).
+    pub fn is_auth(&self) -> bool {
+        match self {
+            RegistryError::Rejected { .. } | RegistryError::NotOperatorScoped => true,
+            RegistryError::Failed { party, .. } | RegistryError::Malformed { party, .. } => {
+                *party == Party::Auth
+            }
+        }
+    }
+}
+
+/// Client of the auth service and the console API. Cheap to clone.
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: Http,
+    api_url: Url,
+    auth_url: Url,
+    key: Secret,
+    network: String,
+}
+
+#[derive(Deserialize)]
+struct MeBody {
+    #[serde(default)]
+    operator_id: Option<Value>,
+}
+
+impl RegistryClient {
+    pub fn new(http: Http, api_url: Url, auth_url: Url, key: Secret, network: String) -> Self {
+        RegistryClient {
+            http,
+            api_url,
+            auth_url,
+            key,
+            network,
+        }
+    }
+
+    fn url(base: &Url, segments: &[&str]) -> Url {
+        let mut u = base.clone();
+        if let Ok(mut s) = u.path_segments_mut() {
+            s.pop_if_empty();
+            s.extend(segments);
+        }
+        u
+    }
+
+    fn fail(&self, party: Party, call: &'static str, failure: Failure) -> RegistryError {
+        match failure {
+            Failure::Status { status, body, .. } if status == 401 || status == 403 => {
+                RegistryError::Rejected {
+                    party,
+                    call,
+                    status,
+                    body,
+                }
+            }
+            failure => RegistryError::Failed {
+                party,
+                call,
+                failure,
+            },
+        }
+    }
+
+    async fn json(
+        &self,
+        party: Party,
+        call: &'static str,
+        resp: reqwest::Response,
+    ) -> Result<serde_json::Map<String, Value>, RegistryError> {
+        let bytes = resp.bytes().await.map_err(|e| RegistryError::Failed {
+            party,
+            call,
+            failure: Failure::Transport {
+                detail: self.http.scrub(&e.to_string()),
+                attempts: 1,
+            },
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(other) => Err(RegistryError::Malformed {
+                party,
+                call,
+                detail: format!(
+                    "expected a JSON object, got {}",
+                    self.http.excerpt(&other.to_string())
+                ),
+            }),
+            Err(_) => Err(RegistryError::Malformed {
+                party,
+                call,
+                detail: format!(
+                    "not JSON: {}",
+                    self.http.excerpt(&String::from_utf8_lossy(&bytes))
+                ),
+            }),
+        }
+    }
+
+    /// `GET {auth}/api/v1/me` → the operator id the key belongs to.
+    pub async fn me(&self) -> Result<String, RegistryError> {
+        const CALL: &str = "GET /api/v1/me";
+        let url = Self::url(&self.auth_url, &["api", "v1", "me"]);
+        let resp = self
+            .http
+            .send(Party::Auth, CALL, |c| {
+                c.get(url.clone()).bearer_auth(self.key.expose())
+            })
+            .await
+            .map_err(|f| self.fail(Party::Auth, CALL, f))?;
+        let map = self.json(Party::Auth, CALL, resp).await?;
+        let body: MeBody =
+            serde_json::from_value(Value::Object(map)).map_err(|e| RegistryError::Malformed {
+                party: Party::Auth,
+                call: CALL,
+                detail: e.to_string(),
+            })?;
+        let id = match body.operator_id {
+            Some(Value::String(s)) => s.trim().to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        if id.is_empty() {
+            return Err(RegistryError::NotOperatorScoped);
+        }
+        Ok(id)
+    }
+
+    /// `GET /api/v1/operators/{op}/validators?network=…`: every row, active or not.
+    pub async fn list(&self, operator_id: &str) -> Result<Vec<Assignment>, RegistryError> {
+        const CALL: &str = "GET /api/v1/operators/{op}/validators";
+        let mut url = Self::url(
+            &self.api_url,
+            &["api", "v1", "operators", operator_id, "validators"],
+        );
+        url.query_pairs_mut().append_pair("network", &self.network);
+        let resp = self
+            .http
+            .send(Party::Console, CALL, |c| {
+                c.get(url.clone()).bearer_auth(self.key.expose())
+            })
+            .await
+            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+        let map = self.json(Party::Console, CALL, resp).await?;
+        let malformed = |detail: String| RegistryError::Malformed {
+            party: Party::Console,
+            call: CALL,
+            detail,
+        };
+        // Either name, either may be absent or null (an empty set).
+        let rows = match (map.get("validators"), map.get("assignments")) {
+            (Some(Value::Array(a)), _) | (_, Some(Value::Array(a))) => a.as_slice(),
+            (None | Some(Value::Null), None | Some(Value::Null)) => &[],
+            (Some(other), _) | (_, Some(other)) => {
+                return Err(malformed(format!(
+                    "the validator list is not an array: {}",
+                    self.http.excerpt(&other.to_string())
+                )))
+            }
+        };
+        let mut chains: Vec<ChainId> = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let index = row.get("validator_index").and_then(json_u64);
+            let chain = row.get("chain_id").and_then(Value::as_str);
+            let active = match row.get("active") {
+                None | Some(Value::Null) => Some(true),
+                Some(Value::Bool(b)) => Some(*b),
+                Some(_) => None,
+            };
+            let (Some(index), Some(chain), Some(active)) = (index, chain, active) else {
+                return Err(malformed(format!(
+                    "row {i} is not {{validator_index, chain_id, active}}: {}",
+                    self.http.excerpt(&row.to_string())
+                )));
+            };
+            // Share one allocation per distinct chain id.
+            let chain_id = match chains.iter().find(|c| c.as_str() == chain) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = ChainId::new(chain);
+                    chains.push(c.clone());
+                    c
+                }
+            };
+            out.push(Assignment {
+                validator_index: index,
+                chain_id,
+                active,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `POST /api/v1/validator-keys/batch` with at most [`REGISTER_CHUNK`]
+    /// keys → `(added, skipped)`.
+    pub async fn register(&self, keys: &[DesiredValidator]) -> Result<(u64, u64), RegistryError> {
+        const CALL: &str = "POST /api/v1/validator-keys/batch";
+        let url = Self::url(&self.api_url, &["api", "v1", "validator-keys", "batch"]);
+        let body = serde_json::json!({
+            "keys": keys.iter().map(|k| serde_json::json!({
+                "validator_index": k.validator_index,
+                "chain_id": k.chain_id.as_str(),
+                "validator_key": k.validator_key.to_string(),
+            })).collect::<Vec<_>>()
+        });
+        let resp = self
+            .http
+            .send(Party::Console, CALL, |c| {
+                c.post(url.clone())
+                    .bearer_auth(self.key.expose())
+                    .json(&body)
+            })
+            .await
+            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+        let map = self.json(Party::Console, CALL, resp).await?;
+        let count = |name: &str| match map.get(name) {
+            None | Some(Value::Null) => Some(0),
+            Some(v) => json_u64(v),
+        };
+        match (count("added"), count("skipped")) {
+            (Some(a), Some(s)) => Ok((a, s)),
+            _ => Err(RegistryError::Malformed {
+                party: Party::Console,
+                call: CALL,
+                detail: format!(
+                    "added/skipped are not counts: {}",
+                    self.http.excerpt(&Value::Object(map).to_string())
+                ),
+            }),
+        }
+    }
+
+    /// `POST /api/v1/operators/{op}/validators`.
+    pub async fn assign(
+        &self,
+        operator_id: &str,
+        keys: &[(ValidatorIndex, ChainId)],
+    ) -> Result<(), RegistryError> {
+        const CALL: &str = "POST /api/v1/operators/{op}/validators";
+        let url = Self::url(
+            &self.api_url,
+            &["api", "v1", "operators", operator_id, "validators"],
+        );
+        let body = serde_json::json!({
+            "validators": keys.iter().map(|(i, c)| serde_json::json!({
+                "validator_index": i, "chain_id": c.as_str()
+            })).collect::<Vec<_>>()
+        });
+        self.http
+            .send(Party::Console, CALL, |c| {
+                c.post(url.clone())
+                    .bearer_auth(self.key.expose())
+                    .json(&body)
+            })
+            .await
+            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+        Ok(())
+    }
+
+    /// `DELETE /api/v1/operators/{op}/validators/{index}?chain_id=…`.
+    pub async fn unassign(
+        &self,
+        operator_id: &str,
+        index: ValidatorIndex,
+        chain_id: &ChainId,
+    ) -> Result<(), RegistryError> {
+        const CALL: &str = "DELETE /api/v1/operators/{op}/validators/{index}";
+        let idx = index.to_string();
+        let mut url = Self::url(
+            &self.api_url,
+            &["api", "v1", "operators", operator_id, "validators", &idx],
+        );
+        url.query_pairs_mut()
+            .append_pair("chain_id", chain_id.as_str());
+        self.http
+            .send(Party::Console, CALL, |c| {
+                c.delete(url.clone()).bearer_auth(self.key.expose())
+            })
+            .await
+            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+        Ok(())
+    }
+}
+
+/// A JSON non-negative integer, also accepted as a quoted decimal string.
+fn json_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,90 @@
+//! Process entry: parse, resolve settings, start the runtime, dispatch, and
+//! turn the result into an exit code (through [`Error::exit_code`] only).
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command};
+use crate::error::{Error, EXIT_CONFIG};
+use crate::settings::Settings;
+use crate::{logging, oneshot};
+
+/// `keysync`'s `main`.
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    ExitCode::from(run(args))
+}
+
+/// Runs keysync with `args`; returns the exit code.
+pub fn run(args: Vec<OsString>) -> u8 {
+    let format = logging::prescan(&args);
+    let matches = match Cli::command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return 0;
+            }
+            logging::init(format);
+            let rendered = e.render().to_string();
+            tracing::error!(error = %rendered.trim(), "invalid command line");
+            return EXIT_CONFIG;
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            logging::init(format);
+            tracing::error!(error = %e.to_string().trim(), "invalid command line");
+            return EXIT_CONFIG;
+        }
+    };
+    let sub = matches
+        .subcommand()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+
+    if let Command::Demo(d) = &cli.command {
+        logging::init(if d.log_format == "json" {
+            crate::settings::LogFormat::Json
+        } else {
+            format
+        });
+        return finish(runtime().and_then(|rt| rt.block_on(crate::demo::run(d.clone()))));
+    }
+    logging::init(format);
+    let settings = match Settings::resolve(&cli.command, &sub) {
+        Ok(s) => s,
+        Err(e) => return finish(Err(e.into())),
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            match &cli.command {
+                Command::Watch(_) => crate::watch::run(settings).await,
+                other => oneshot::run(other, &settings).await,
+            }
+        })
+    });
+    finish(result)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))
+}
+
+fn finish(result: Result<u8, Error>) -> u8 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            tracing::error!(exit_code = code, error = %e, "keysync failed");
+            code
+        }
+    }
+}
