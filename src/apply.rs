@@ -58,7 +58,7 @@ pub struct ApplyError {
 
 /// Told about every write that landed (the daemon updates its snapshot and
 /// journal from these; the one-shot commands ignore them).
-pub trait Observer {
+pub trait Observer: Send {
     fn registered(&mut self, _chunk: &[DesiredValidator]) {}
     fn assigned(&mut self, _keys: &[Key]) {}
     fn unassigned(&mut self, _key: &Key) {}
@@ -81,7 +81,7 @@ pub struct Writer<'a> {
     pub limiter: Option<&'a DefaultDirectRateLimiter>,
     /// Checked between writes: when true, the apply stops cleanly after the
     /// write in flight (returns `Ok` with `stopped = true`).
-    pub should_stop: &'a (dyn Fn() -> bool + Sync),
+    pub should_stop: &'a (dyn Fn() -> bool + Send + Sync),
 }
 
 /// The result of an apply that did not fail.

@@ -262,11 +262,6 @@ impl Status {
     pub fn in_scope(&self) -> bool {
         !matches!(self, Status::WithdrawalPossible | Status::WithdrawalDone)
     }
-
-    /// Statuses that can still move (everything but `withdrawal_done`).
-    pub fn is_final(&self) -> bool {
-        matches!(self, Status::WithdrawalDone)
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::cache::ChainCache;
 use crate::cli::{Command, SyncArgs};
 use crate::error::{Error, EXIT_OK};
 use crate::output;
+use crate::plan::plan;
 use crate::reconcile::{Mode, Reconciler, Refresh};
 use crate::settings::Settings;
 use crate::sources;
@@ -48,7 +49,7 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     let rec = Reconciler::connect(settings, None).await?;
     rec.check_beacon().await?;
     let mut cache = ChainCache::new();
-    let resolved = rec.resolve(&content, &mut cache, &Refresh::All).await?;
+    let resolved = rec.resolve(&content, &mut cache, &Refresh::all()).await?;
     let mut snapshot = rec.list().await?;
 
     let apply = args.is_some_and(|a| a.apply && !a.dry_run);
@@ -76,22 +77,17 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     } else {
         Mode::Plan
     };
-    let mut printed: Result<(), std::io::Error> = Ok(());
-    let mut print = |plan: &crate::plan::Plan| {
+    let planned = plan(&resolved.desired, &snapshot);
+    {
+        // The plan goes to stdout before any write, as optimum-keysync does.
         let mut out = std::io::stdout().lock();
-        printed = output::plan_json(&mut out, plan).and_then(|_| out.flush());
-    };
+        output::plan_json(&mut out, &planned)
+            .and_then(|_| out.flush())
+            .map_err(stdout_err)?;
+    }
     let outcome = rec
-        .converge(
-            &resolved.desired,
-            &mut snapshot,
-            mode,
-            &mut print,
-            &mut NoObserver,
-        )
-        .await;
-    printed.map_err(stdout_err)?;
-    let outcome = outcome?;
+        .execute(planned, &mut snapshot, mode, &mut NoObserver)
+        .await?;
     if let Some(applied) = outcome.applied {
         if outcome.plan.is_noop() {
             tracing::info!("nothing to do");

@@ -18,22 +18,39 @@ use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, Validato
 use crate::error::Error;
 use crate::http::{Http, Party};
 use crate::metrics::Metrics;
-use crate::plan::{plan, Plan, RegistrySnapshot};
+use crate::plan::{Plan, RegistrySnapshot};
 use crate::progress::Progress;
 use crate::registry::RegistryClient;
 use crate::settings::Settings;
 use crate::sources::SourceContent;
 
-/// What the beacon node must be asked this pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refresh {
-    /// Every id, full statuses (one-shot; the daemon after a reconnect).
-    All,
-    /// Ids the cache does not know, plus a status check of every known
-    /// in-scope validator for `withdrawal_*` only (an epoch boundary).
-    Epoch,
-    /// Ids the cache does not know, plus these indices in full.
-    Indices(BTreeSet<ValidatorIndex>),
+/// What the beacon node must be asked this pass, besides the ids the cache
+/// does not know (always looked up: pending deposits, new inputs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refresh {
+    /// Every id in full (one-shot; the daemon at start and after a reconnect).
+    pub all: bool,
+    /// Epoch boundary: check every known in-scope validator for
+    /// `withdrawal_*` only (small answers; statuses change only at epochs).
+    pub epoch: bool,
+    /// These indices in full (validators under close watch).
+    pub indices: BTreeSet<ValidatorIndex>,
+}
+
+impl Refresh {
+    pub fn all() -> Self {
+        Refresh {
+            all: true,
+            ..Default::default()
+        }
+    }
+
+    /// Merges another refresh into this one.
+    pub fn merge(&mut self, other: &Refresh) {
+        self.all |= other.all;
+        self.epoch |= other.epoch;
+        self.indices.extend(other.indices.iter().copied());
+    }
 }
 
 /// Statuses that take a validator out of the registry scope.
@@ -71,9 +88,8 @@ pub struct Outcome {
     pub plan: Plan,
     /// Deletes held back by the guardrail (daemon only).
     pub held: Vec<Key>,
+    /// `None` when only planned.
     pub applied: Option<Applied>,
-    pub desired: usize,
-    pub resolved_unknown: usize,
 }
 
 /// The clients and identity every pass uses.
@@ -239,22 +255,19 @@ impl Reconciler {
         ))
     }
 
-    /// Plans `desired` against `snapshot` and, per `mode`, applies it.
-    /// `on_plan` sees the plan before any write. Successful writes are
-    /// reflected in `snapshot` and reported to `observer`.
-    pub async fn converge(
+    /// Applies `planned` per `mode`, enforcing the guardrail first.
+    /// Successful writes are reflected in `snapshot` and reported to
+    /// `observer`. (Plan with [`plan`]; callers print or journal the plan
+    /// between the two steps.)
+    pub async fn execute<O: Observer>(
         &self,
-        desired: &DesiredSet,
+        planned: Plan,
         snapshot: &mut RegistrySnapshot,
         mode: Mode<'_>,
-        on_plan: &mut dyn FnMut(&Plan),
-        observer: &mut dyn Observer,
+        observer: &mut O,
     ) -> Result<Outcome, Error> {
-        let planned = plan(desired, snapshot);
-        on_plan(&planned);
         let mut outcome = Outcome {
             plan: planned.clone(),
-            desired: desired.len(),
             ..Default::default()
         };
         let Mode::Apply {
@@ -274,14 +287,8 @@ impl Reconciler {
                 });
             }
             outcome.held = to_apply.hold_deletes_over(max_deletes as usize);
-            tracing::error!(
-                held = outcome.held.len(),
-                max_deletes,
-                "guardrail: more unassigns planned than --max-deletes; holding them back (adds still go through) until the input is fixed or the limit raised"
-            );
         }
         if to_apply.is_noop() {
-            tracing::debug!("nothing to do");
             outcome.applied = Some(Applied::default());
             return Ok(outcome);
         }
@@ -296,12 +303,12 @@ impl Reconciler {
 }
 
 /// Keeps the snapshot equal to the registry as keysync's writes land.
-struct Tracking<'a> {
+struct Tracking<'a, O: Observer> {
     snapshot: &'a mut RegistrySnapshot,
-    inner: &'a mut dyn Observer,
+    inner: &'a mut O,
 }
 
-impl Observer for Tracking<'_> {
+impl<O: Observer> Observer for Tracking<'_, O> {
     fn registered(&mut self, chunk: &[DesiredValidator]) {
         self.inner.registered(chunk);
     }
@@ -334,16 +341,12 @@ fn lookups(
             if !seen.insert(i) {
                 return;
             }
-            let status_final = cache.get(i).is_some_and(|k| k.status.is_final());
-            match refresh {
-                Refresh::All => full.push(ValidatorId::Index(i)),
-                Refresh::Epoch
-                    if !status_final && cache.get(i).is_some_and(|k| k.status.in_scope()) =>
-                {
-                    epoch.push(ValidatorId::Index(i))
-                }
-                Refresh::Indices(set) if set.contains(&i) => full.push(ValidatorId::Index(i)),
-                _ => {}
+            // withdrawal_* never comes back into scope: no need to ask again.
+            let moving = cache.get(i).is_some_and(|k| k.status.in_scope());
+            if refresh.all || refresh.indices.contains(&i) {
+                full.push(ValidatorId::Index(i));
+            } else if refresh.epoch && moving {
+                epoch.push(ValidatorId::Index(i));
             }
         }
         None => match by_pubkey {
@@ -411,7 +414,7 @@ mod tests {
             records: vec![],
         };
 
-        let (full, epoch) = lookups(&content, &cache, &Refresh::All);
+        let (full, epoch) = lookups(&content, &cache, &Refresh::all());
         assert_eq!(
             full,
             vec![
@@ -424,7 +427,14 @@ mod tests {
         );
         assert!(epoch.is_empty());
 
-        let (full, epoch) = lookups(&content, &cache, &Refresh::Epoch);
+        let (full, epoch) = lookups(
+            &content,
+            &cache,
+            &Refresh {
+                epoch: true,
+                ..Default::default()
+            },
+        );
         assert_eq!(
             full,
             vec![ValidatorId::Pubkey(pk(9)), ValidatorId::Index(4)]
@@ -435,7 +445,14 @@ mod tests {
             "withdrawal_done never moves again"
         );
 
-        let (full, epoch) = lookups(&content, &cache, &Refresh::Indices([3].into()));
+        let (full, epoch) = lookups(
+            &content,
+            &cache,
+            &Refresh {
+                indices: [3].into(),
+                ..Default::default()
+            },
+        );
         assert_eq!(
             full,
             vec![

@@ -29,7 +29,7 @@ pub fn run(args: Vec<OsString>) -> u8 {
                 return 0;
             }
             logging::init(format);
-            let rendered = e.render().to_string();
+            let rendered = redact_keys(&e.render().to_string());
             tracing::error!(error = %rendered.trim(), "invalid command line");
             return EXIT_CONFIG;
         }
@@ -38,7 +38,7 @@ pub fn run(args: Vec<OsString>) -> u8 {
         Ok(c) => c,
         Err(e) => {
             logging::init(format);
-            tracing::error!(error = %e.to_string().trim(), "invalid command line");
+            tracing::error!(error = %redact_keys(e.to_string().trim()), "invalid command line");
             return EXIT_CONFIG;
         }
     };
@@ -83,8 +83,55 @@ fn finish(result: Result<u8, Error>) -> u8 {
         Ok(code) => code,
         Err(e) => {
             let code = e.exit_code();
-            tracing::error!(exit_code = code, error = %e, "keysync failed");
+            tracing::error!(exit_code = code, error = %redact_keys(&e.to_string()), "keysync failed");
             code
         }
+    }
+}
+
+/// `text` with anything shaped like an API key (`ovi_…` up to whitespace or
+/// a quote) replaced. Errors that echo what the user typed (a key passed as
+/// a positional argument, to the wrong flag, or put in a URL variable) are
+/// reported before the key is known, so exact scrubbing cannot catch them.
+fn redact_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("ovi_") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`'))
+            .unwrap_or(tail.len());
+        if end > "ovi_".len() {
+            out.push_str("ovi_[redacted]");
+            rest = &tail[end..];
+        } else {
+            out.push_str("ovi_");
+            rest = &tail["ovi_".len()..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_keys;
+
+    #[test]
+    fn redact_keys_hides_key_shaped_tokens_only() {
+        assert_eq!(
+            redact_keys("unexpected argument 'ovi_live_abc123' found"),
+            "unexpected argument 'ovi_[redacted]' found"
+        );
+        assert_eq!(
+            redact_keys("(got \"ovi_live_x\") and ovi_live_y"),
+            "(got \"ovi_[redacted]\") and ovi_[redacted]"
+        );
+        assert_eq!(
+            redact_keys("must start with 'ovi_' (the key shape)"),
+            "must start with 'ovi_' (the key shape)"
+        );
+        assert_eq!(redact_keys("httpsovi_abc"), "httpsovi_[redacted]");
     }
 }

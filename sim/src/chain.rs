@@ -573,7 +573,7 @@ impl Chain {
         if v.status == Status::ActiveOngoing {
             self.request(index, Request::Exit);
         }
-        let signature: [u8; 96] = hash_bytes(self.seed, 0x5349_47, index);
+        let signature: [u8; 96] = hash_bytes(self.seed, 0x0053_4947, index);
         Some(Event {
             topic: "voluntary_exit",
             data: format!(

@@ -9,11 +9,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::{error_response, json_response, Route, Sim};
+use crate::{json_response, ApiError, Route, Sim};
 
 /// Most keys one register request may carry.
 pub const MAX_KEYS_PER_REGISTER: usize = 500;
@@ -29,18 +30,20 @@ pub fn routes() -> Router<Sim> {
         .route("/api/v1/validator-keys/batch", post(register))
 }
 
+/// What every console handler answers.
+type Answer = Result<Response, ApiError>;
+
 /// 401 unless the Bearer is the configured key; 403 if `op` is not ours.
-fn authorize(sim: &Sim, headers: &HeaderMap, op: Option<&str>) -> Result<(), Response> {
+fn authorize(sim: &Sim, headers: &HeaderMap, op: Option<&str>) -> Result<(), ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if bearer != Some(sim.config().api_key.as_str()) {
-        let body = serde_json::json!({"error": "invalid_credential"});
-        return Err(json_response(StatusCode::UNAUTHORIZED, body.to_string()));
+        return Err(ApiError::invalid_credential());
     }
     match op {
-        Some(op) if op != sim.config().operator_id => Err(error_response(
+        Some(op) if op != sim.config().operator_id => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this key may not act for that operator",
@@ -49,24 +52,21 @@ fn authorize(sim: &Sim, headers: &HeaderMap, op: Option<&str>) -> Result<(), Res
     }
 }
 
-fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error_response(StatusCode::BAD_REQUEST, "bad_request", e))
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(ApiError::bad_request)
 }
 
-async fn me(State(sim): State<Sim>, headers: HeaderMap) -> Response {
+async fn me(State(sim): State<Sim>, headers: HeaderMap) -> Answer {
     if let Some(r) = sim.faults().gate(Route::Me).await {
-        return r;
+        return Ok(r);
     }
-    if let Err(r) = authorize(&sim, &headers, None) {
-        return r;
-    }
+    authorize(&sim, &headers, None)?;
     let body = if sim.config().staff_key {
         serde_json::json!({"operator_id": "", "role": "staff"})
     } else {
         serde_json::json!({"operator_id": sim.config().operator_id, "role": "operator"})
     };
-    json_response(StatusCode::OK, body.to_string())
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 async fn list(
@@ -74,19 +74,17 @@ async fn list(
     headers: HeaderMap,
     Path(op): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
+) -> Answer {
     if let Some(r) = sim.faults().gate(Route::List).await {
-        return r;
+        return Ok(r);
     }
-    if let Err(r) = authorize(&sim, &headers, Some(&op)) {
-        return r;
-    }
+    authorize(&sim, &headers, Some(&op))?;
     let network = params
         .iter()
         .find(|(k, _)| k == "network")
         .map_or("mainnet", |(_, v)| v.as_str());
     let body = sim.registry().list_json(&op, network);
-    json_response(StatusCode::OK, body)
+    Ok(json_response(StatusCode::OK, body))
 }
 
 #[derive(Deserialize)]
@@ -101,23 +99,18 @@ struct KeyRow {
     validator_key: String,
 }
 
-async fn register(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+async fn register(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Answer {
     if let Some(r) = sim.faults().gate(Route::Register).await {
-        return r;
+        return Ok(r);
     }
-    if let Err(r) = authorize(&sim, &headers, None) {
-        return r;
-    }
-    let req: RegisterBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    authorize(&sim, &headers, None)?;
+    let req: RegisterBody = parse_body(&body)?;
     if req.keys.len() > MAX_KEYS_PER_REGISTER {
-        return error_response(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_keys",
             format!("at most {MAX_KEYS_PER_REGISTER} keys per request"),
-        );
+        ));
     }
     let (added, skipped) = sim.registry().register(
         req.keys
@@ -125,7 +118,7 @@ async fn register(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Re
             .map(|k| ((k.validator_index, k.chain_id), k.validator_key)),
     );
     let body = serde_json::json!({"added": added, "skipped": skipped});
-    json_response(StatusCode::OK, body.to_string())
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -144,17 +137,12 @@ async fn assign(
     headers: HeaderMap,
     Path(op): Path<String>,
     body: Bytes,
-) -> Response {
+) -> Answer {
     if let Some(r) = sim.faults().gate(Route::Assign).await {
-        return r;
+        return Ok(r);
     }
-    if let Err(r) = authorize(&sim, &headers, Some(&op)) {
-        return r;
-    }
-    let req: AssignBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    authorize(&sim, &headers, Some(&op))?;
+    let req: AssignBody = parse_body(&body)?;
     let pairs = req
         .validators
         .into_iter()
@@ -162,10 +150,10 @@ async fn assign(
         .collect();
     let result = sim.registry().assign(pairs);
     match result {
-        Ok(n) => json_response(
+        Ok(n) => Ok(json_response(
             StatusCode::CREATED,
             serde_json::json!({"assigned": n}).to_string(),
-        ),
+        )),
         Err(missing) => {
             let missing: Vec<_> = missing
                 .into_iter()
@@ -176,7 +164,7 @@ async fn assign(
                 "message": "every validator must be registered before it is assigned",
                 "missing": missing,
             });
-            json_response(StatusCode::CONFLICT, body.to_string())
+            Ok(json_response(StatusCode::CONFLICT, body.to_string()))
         }
     }
 }
@@ -186,27 +174,18 @@ async fn unassign(
     headers: HeaderMap,
     Path((op, index)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
+) -> Answer {
     if let Some(r) = sim.faults().gate(Route::Unassign).await {
-        return r;
+        return Ok(r);
     }
-    if let Err(r) = authorize(&sim, &headers, Some(&op)) {
-        return r;
-    }
-    let Ok(index) = index.parse::<u64>() else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "validator_index must be a decimal integer",
-        );
-    };
-    let Some((_, chain_id)) = params.iter().find(|(k, _)| k == "chain_id") else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "chain_id is required",
-        );
-    };
+    authorize(&sim, &headers, Some(&op))?;
+    let index: u64 = index
+        .parse()
+        .map_err(|_| ApiError::bad_request("validator_index must be a decimal integer"))?;
+    let (_, chain_id) = params
+        .iter()
+        .find(|(k, _)| k == "chain_id")
+        .ok_or_else(|| ApiError::bad_request("chain_id is required"))?;
     sim.registry().unassign(index, chain_id);
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

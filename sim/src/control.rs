@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{chain, error_response, json_response, ListShape, Route, Sim};
+use crate::{chain, json_response, ApiError, ListShape, Route, Sim};
 
 pub fn routes() -> Router<Sim> {
     Router::new()
@@ -64,19 +64,19 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/validator/{index}", get(validator))
 }
 
-type Answer = Result<Response, Response>;
+type Answer = Result<Response, ApiError>;
 
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| bad(e))
+    serde_json::from_slice(bytes).map_err(bad)
 }
 
-fn bad(msg: impl std::fmt::Display) -> Response {
-    error_response(StatusCode::BAD_REQUEST, "bad_request", msg)
+fn bad(msg: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(msg)
 }
 
 fn ok(extra: Value) -> Answer {
@@ -87,12 +87,8 @@ fn ok(extra: Value) -> Answer {
     Ok(json_response(StatusCode::OK, v.to_string()))
 }
 
-fn route(name: &str) -> Result<Route, Response> {
+fn route(name: &str) -> Result<Route, ApiError> {
     name.parse().map_err(bad)
-}
-
-fn respond(a: Answer) -> Response {
-    a.unwrap_or_else(|e| e)
 }
 
 async fn state(State(sim): State<Sim>) -> Response {
@@ -128,10 +124,13 @@ async fn counts(State(sim): State<Sim>) -> Response {
     json_response(StatusCode::OK, json!(sim.counts()).to_string())
 }
 
-async fn reset_counts(State(sim): State<Sim>) -> Response {
+async fn reset_counts(State(sim): State<Sim>) -> Answer {
     sim.reset_counts();
-    respond(ok(json!({})))
+    ok(json!({}))
 }
+
+/// Bounds one advance so a typo cannot spin the chain for hours.
+const MAX_ADVANCE_SLOTS: u64 = 10_000_000;
 
 #[derive(Deserialize)]
 struct AdvanceReq {
@@ -141,13 +140,22 @@ struct AdvanceReq {
     epochs: u64,
 }
 
-async fn advance(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: AdvanceReq = body(&b)?;
-        sim.advance_slots(req.slots);
-        sim.advance_epochs(req.epochs);
-        ok(json!({"slot": sim.current_slot(), "epoch": sim.current_epoch()}))
-    })())
+async fn advance(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: AdvanceReq = body(&b)?;
+    let spe = sim.chain().slots_per_epoch();
+    let total = req
+        .epochs
+        .saturating_add(1)
+        .saturating_mul(spe)
+        .saturating_add(req.slots);
+    if total > MAX_ADVANCE_SLOTS {
+        return Err(bad(format!(
+            "at most {MAX_ADVANCE_SLOTS} slots per advance"
+        )));
+    }
+    sim.advance_slots(req.slots);
+    sim.advance_epochs(req.epochs);
+    ok(json!({"slot": sim.current_slot(), "epoch": sim.current_epoch()}))
 }
 
 #[derive(Deserialize)]
@@ -156,12 +164,10 @@ struct DepositReq {
     pubkey: Option<String>,
 }
 
-async fn deposit(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: DepositReq = body(&b)?;
-        let pubkey = sim.try_deposit(req.pubkey.as_deref()).map_err(bad)?;
-        ok(json!({"pubkey": pubkey}))
-    })())
+async fn deposit(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: DepositReq = body(&b)?;
+    let pubkey = sim.try_deposit(req.pubkey.as_deref()).map_err(bad)?;
+    ok(json!({"pubkey": pubkey}))
 }
 
 #[derive(Deserialize)]
@@ -169,20 +175,16 @@ struct IndexReq {
     index: u64,
 }
 
-async fn exit(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: IndexReq = body(&b)?;
-        sim.exit(req.index);
-        ok(json!({}))
-    })())
+async fn exit(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: IndexReq = body(&b)?;
+    sim.exit(req.index);
+    ok(json!({}))
 }
 
-async fn slash(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: IndexReq = body(&b)?;
-        sim.slash(req.index);
-        ok(json!({}))
-    })())
+async fn slash(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: IndexReq = body(&b)?;
+    sim.slash(req.index);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -191,12 +193,10 @@ struct StatusReq {
     status: String,
 }
 
-async fn set_status(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: StatusReq = body(&b)?;
-        sim.try_set_status(req.index, &req.status).map_err(bad)?;
-        ok(json!({}))
-    })())
+async fn set_status(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: StatusReq = body(&b)?;
+    sim.try_set_status(req.index, &req.status).map_err(bad)?;
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -209,12 +209,10 @@ fn one() -> u64 {
     1
 }
 
-async fn reorg(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: ReorgReq = body(&b)?;
-        sim.reorg(req.depth);
-        ok(json!({}))
-    })())
+async fn reorg(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: ReorgReq = body(&b)?;
+    sim.reorg(req.depth);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -227,20 +225,18 @@ struct SeedReq {
     assign_range: Option<(u64, u64, String)>,
 }
 
-async fn seed(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: SeedReq = body(&b)?;
-        for (index, chain_id, active) in &req.assignments {
-            sim.seed_assignment(*index, chain_id, *active);
-        }
-        for (index, chain_id, key) in &req.registered {
-            sim.seed_registered(*index, chain_id, key);
-        }
-        if let Some((start, end, chain_id)) = &req.assign_range {
-            sim.seed_assign_range(*start, *end, chain_id, true);
-        }
-        ok(json!({"assignments": sim.registry().assignment_count()}))
-    })())
+async fn seed(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: SeedReq = body(&b)?;
+    for (index, chain_id, active) in &req.assignments {
+        sim.seed_assignment(*index, chain_id, *active);
+    }
+    for (index, chain_id, key) in &req.registered {
+        sim.seed_registered(*index, chain_id, key);
+    }
+    if let Some((start, end, chain_id)) = &req.assign_range {
+        sim.seed_assign_range(*start, *end, chain_id, true);
+    }
+    ok(json!({"assignments": sim.registry().assignment_count()}))
 }
 
 #[derive(Deserialize)]
@@ -257,15 +253,13 @@ fn one_u32() -> u32 {
     1
 }
 
-async fn fail(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: FailReq = body(&b)?;
-        if !(100..=999).contains(&req.status) {
-            return Err(bad("status must be an HTTP status code"));
-        }
-        sim.fail_next(route(&req.route)?, req.status, req.count, req.retry_after);
-        ok(json!({}))
-    })())
+async fn fail(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: FailReq = body(&b)?;
+    if !(100..=999).contains(&req.status) {
+        return Err(bad("status must be an HTTP status code"));
+    }
+    sim.fail_next(route(&req.route)?, req.status, req.count, req.retry_after);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -275,12 +269,10 @@ struct NonJsonReq {
     count: u32,
 }
 
-async fn non_json(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: NonJsonReq = body(&b)?;
-        sim.non_json_next(route(&req.route)?, req.count);
-        ok(json!({}))
-    })())
+async fn non_json(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: NonJsonReq = body(&b)?;
+    sim.non_json_next(route(&req.route)?, req.count);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -290,13 +282,11 @@ struct LatencyReq {
     ms: u64,
 }
 
-async fn latency(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: LatencyReq = body(&b)?;
-        let r = req.route.as_deref().map(route).transpose()?;
-        sim.set_latency(r, req.ms);
-        ok(json!({}))
-    })())
+async fn latency(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: LatencyReq = body(&b)?;
+    let r = req.route.as_deref().map(route).transpose()?;
+    sim.set_latency(r, req.ms);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -305,12 +295,10 @@ struct PostUnsupportedReq {
     status: Option<u16>,
 }
 
-async fn post_unsupported(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: PostUnsupportedReq = body(&b)?;
-        sim.post_validators_unsupported(req.status);
-        ok(json!({}))
-    })())
+async fn post_unsupported(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: PostUnsupportedReq = body(&b)?;
+    sim.post_validators_unsupported(req.status);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -318,12 +306,10 @@ struct OnReq {
     on: bool,
 }
 
-async fn none_known_404(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: OnReq = body(&b)?;
-        sim.set_none_known_404(req.on);
-        ok(json!({}))
-    })())
+async fn none_known_404(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: OnReq = body(&b)?;
+    sim.set_none_known_404(req.on);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -331,13 +317,11 @@ struct ShapeReq {
     shape: String,
 }
 
-async fn list_shape(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: ShapeReq = body(&b)?;
-        let shape: ListShape = req.shape.parse().map_err(bad)?;
-        sim.set_list_shape(shape);
-        ok(json!({}))
-    })())
+async fn list_shape(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: ShapeReq = body(&b)?;
+    let shape: ListShape = req.shape.parse().map_err(bad)?;
+    sim.set_list_shape(shape);
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -348,17 +332,15 @@ struct StreamsReq {
     silence: Option<bool>,
 }
 
-async fn streams(State(sim): State<Sim>, b: Bytes) -> Response {
-    respond((|| {
-        let req: StreamsReq = body(&b)?;
-        if let Some(on) = req.silence {
-            sim.silence_streams(on);
-        }
-        if req.close {
-            sim.close_streams();
-        }
-        ok(json!({"open_streams": sim.open_streams()}))
-    })())
+async fn streams(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: StreamsReq = body(&b)?;
+    if let Some(on) = req.silence {
+        sim.silence_streams(on);
+    }
+    if req.close {
+        sim.close_streams();
+    }
+    ok(json!({"open_streams": sim.open_streams()}))
 }
 
 #[derive(Deserialize)]
@@ -366,23 +348,20 @@ struct UpReq {
     up: bool,
 }
 
-async fn beacon(State(sim): State<Sim>, b: Bytes) -> Response {
-    let req: UpReq = match body(&b) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn beacon(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: UpReq = body(&b)?;
     if req.up {
-        if let Err(e) = sim.start_beacon().await {
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "bind_failed", e);
-        }
+        sim.start_beacon()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bind_failed", e))?;
     } else {
         sim.stop_beacon().await;
     }
-    respond(ok(json!({"up": sim.beacon_up().await})))
+    ok(json!({"up": sim.beacon_up().await}))
 }
 
 /// A decimal query parameter, `Ok(None)` when absent.
-fn query_u64(params: &[(String, String)], key: &str) -> Result<Option<u64>, Response> {
+fn query_u64(params: &[(String, String)], key: &str) -> Result<Option<u64>, ApiError> {
     match params.iter().find(|(k, _)| k == key) {
         None => Ok(None),
         Some((_, v)) => v
@@ -392,26 +371,30 @@ fn query_u64(params: &[(String, String)], key: &str) -> Result<Option<u64>, Resp
     }
 }
 
-async fn pubkeys(State(sim): State<Sim>, Query(params): Query<Vec<(String, String)>>) -> Response {
-    let (start, count) = match (query_u64(&params, "start"), query_u64(&params, "count")) {
-        (Ok(s), Ok(c)) => (s.unwrap_or(0), c),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
+/// Most pubkeys one `/sim/pubkeys` call lists (~1 GB of text).
+const MAX_PUBKEYS: u64 = 10_000_000;
+
+async fn pubkeys(State(sim): State<Sim>, Query(params): Query<Vec<(String, String)>>) -> Answer {
+    let start = query_u64(&params, "start")?.unwrap_or(0);
+    let count = query_u64(&params, "count")?;
     let chain = sim.chain();
-    let end = count.map_or(chain.len(), |n| start.saturating_add(n));
-    let mut out = String::with_capacity(end.saturating_sub(start).min(1 << 24) as usize * 99);
-    for i in start..end {
+    let count = count.unwrap_or_else(|| chain.len().saturating_sub(start));
+    if count > MAX_PUBKEYS {
+        return Err(bad(format!("count must be at most {MAX_PUBKEYS}")));
+    }
+    let mut out = String::with_capacity(count as usize * 99);
+    for i in start..start.saturating_add(count) {
         out.push_str(&chain::to_hex(&chain.pubkey(i)));
         out.push('\n');
     }
     drop(chain);
-    ([(header::CONTENT_TYPE, "text/plain")], out).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain")], out).into_response())
 }
 
-async fn validator(State(sim): State<Sim>, Path(index): Path<String>) -> Response {
-    let Ok(index) = index.parse::<u64>() else {
-        return bad("index must be a decimal integer");
-    };
+async fn validator(State(sim): State<Sim>, Path(index): Path<String>) -> Answer {
+    let index: u64 = index
+        .parse()
+        .map_err(|_| bad("index must be a decimal integer"))?;
     let body = json!({"index": index, "pubkey": sim.pubkey(index), "status": sim.status(index)});
-    json_response(StatusCode::OK, body.to_string())
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }

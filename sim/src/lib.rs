@@ -173,14 +173,51 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// `{"error": code, "message": message}` with `status`.
-pub(crate) fn error_response(
+/// An error answer of the console and control APIs:
+/// `{"error": code, "message": …}` (message omitted when `None`).
+#[derive(Debug)]
+pub(crate) struct ApiError {
     status: StatusCode,
-    code: &str,
-    message: impl std::fmt::Display,
-) -> Response {
-    let body = serde_json::json!({"error": code, "message": message.to_string()});
-    json_response(status, body.to_string())
+    code: &'static str,
+    message: Option<String>,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            message: Some(message.to_string()),
+        }
+    }
+
+    /// 400 `bad_request` with `message`.
+    pub(crate) fn bad_request(message: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 401 `{"error": "invalid_credential"}`, exactly.
+    pub(crate) fn invalid_credential() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_credential",
+            message: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.message {
+            Some(m) => serde_json::json!({"error": self.code, "message": m}),
+            None => serde_json::json!({"error": self.code}),
+        };
+        json_response(self.status, body.to_string())
+    }
 }
 
 /// Bodies up to 256 MiB (bulk seeding, 10,000-id queries).
@@ -352,9 +389,15 @@ impl Sim {
     /// Moves to the first slot of epoch `current_epoch() + n` (so exactly
     /// `n` epoch boundaries pass).
     pub fn advance_epochs(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
         let mut chain = self.chain();
-        let target = (chain.epoch() + n) * chain.slots_per_epoch();
-        let slots = target - chain.slot();
+        let target = chain
+            .epoch()
+            .saturating_add(n)
+            .saturating_mul(chain.slots_per_epoch());
+        let slots = target.saturating_sub(chain.slot());
         let events = chain.advance(slots);
         self.streams().publish(events);
     }

@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(r.assignment_count(), 0);
         r.seed_assignment(1, "0x1", false);
         assert_eq!(r.assign(vec![pair(1), pair(1)]), Ok(1));
-        assert_eq!(r.assignments()[0].active, true);
+        assert!(r.assignments()[0].active);
         r.unassign(1, "0x1");
         r.unassign(1, "0x1");
         assert_eq!(r.assignment_count(), 0);

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
@@ -327,17 +327,29 @@ impl BeaconClient {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<BeaconValidator>, BeaconError> {
         let ep = &self.endpoints[i];
-        let done = AtomicUsize::new(0);
-        let chunks: Vec<Vec<BeaconValidator>> = stream::iter(ids.chunks(POST_CHUNK))
-            .map(|chunk| async {
-                let r = self.chunk(ep, chunk, statuses).await?;
-                progress(done.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len());
-                Ok::<_, BeaconError>(r)
+        // Collected first: a closure held across an await trips rustc's
+        // Send inference (rust-lang/rust#102211).
+        let parts: Vec<_> = ids
+            .chunks(POST_CHUNK)
+            .map(|c| {
+                let n = c.len();
+                let f = self.chunk(ep, c, statuses);
+                async move { f.await.map(|v| (n, v)) }
             })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(chunks.into_iter().flatten().collect())
+            .collect();
+        let mut done = 0;
+        let mut out = Vec::new();
+        bounded(
+            parts.into_iter(),
+            CONCURRENCY,
+            |(n, part): (usize, Vec<BeaconValidator>)| {
+                done += n;
+                progress(done);
+                out.extend(part);
+            },
+        )
+        .await?;
+        Ok(out)
     }
 
     async fn chunk(
@@ -367,12 +379,13 @@ impl BeaconClient {
                 Err(PostOutcome::Unsupported) => self.post_unsupported(ep),
             }
         }
-        let parts: Vec<Vec<BeaconValidator>> = stream::iter(ids.chunks(GET_CHUNK))
+        let parts: Vec<_> = ids
+            .chunks(GET_CHUNK)
             .map(|part| self.get(ep, part, statuses))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(parts.into_iter().flatten().collect())
+            .collect();
+        let mut out = Vec::new();
+        bounded(parts.into_iter(), CONCURRENCY, |v| out.extend(v)).await?;
+        Ok(out)
     }
 
     fn post_unsupported(&self, ep: &Endpoint) {
@@ -495,6 +508,33 @@ impl BeaconClient {
                 })
             })
             .collect()
+    }
+}
+
+/// Runs `futures` with at most `limit` in flight, handing each result to
+/// `each` as it completes; stops at the first error.
+async fn bounded<T, E, F>(
+    futures: impl Iterator<Item = F>,
+    limit: usize,
+    mut each: impl FnMut(T),
+) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut futures = futures.peekable();
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        while inflight.len() < limit {
+            match futures.next() {
+                Some(f) => inflight.push(f),
+                None => break,
+            }
+        }
+        match inflight.next().await {
+            Some(r) => each(r?),
+            None if futures.peek().is_none() => return Ok(()),
+            None => {}
+        }
     }
 }
 

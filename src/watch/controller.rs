@@ -1,0 +1,404 @@
+//! The watch loop: debounce triggers, run one pass at a time, requeue on
+//! failure.
+//!
+//! Owns *when* a pass runs (trailing-edge debounce capped by a maximum
+//! wait; triggers during a pass schedule exactly one follow-up), *how much*
+//! of the pipeline it re-reads (from [`Pending`]), the daemon's guardrail
+//! policy (hold deletes, let adds through), the apply journal, and the
+//! error policy (one place: log, count, retry with backoff, never exit).
+//! The pipeline itself is the shared [`Reconciler`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::DefaultDirectRateLimiter;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::inputs::InputSet;
+use super::ops::Health;
+use super::trigger::{Pending, Trigger};
+use crate::apply::{Observer, Writer};
+use crate::cache::ChainCache;
+use crate::domain::{DesiredValidator, Key, ValidatorIndex};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::plan::RegistrySnapshot;
+use crate::reconcile::{Mode, Reconciler};
+use crate::settings::Settings;
+use crate::store::{JournalEntry, Store};
+
+pub struct Controller {
+    pub rec: Reconciler,
+    pub store: Store,
+    pub cache: ChainCache,
+    pub inputs: InputSet,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub limiter: DefaultDirectRateLimiter,
+    pub snapshot: Option<RegistrySnapshot>,
+    /// Our validators with a voluntary exit seen: refreshed in full each epoch
+    /// until they leave scope.
+    pub watched: BTreeSet<ValidatorIndex>,
+    pub shutdown: watch::Receiver<bool>,
+    pub failures: u32,
+}
+
+impl Controller {
+    /// Runs until shutdown. Triggers arrive on `rx`.
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Trigger>) -> Result<u8, Error> {
+        let debounce = self.settings.watch.debounce;
+        let max_wait = self.settings.watch.max_wait;
+        let mut pending = Pending::default();
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            if pending.is_empty() {
+                // Idle: wait for the first trigger.
+                tokio::select! {
+                    t = rx.recv() => match t {
+                        Some(t) => pending.add(t),
+                        None => break,
+                    },
+                    _ = self.shutdown.changed() => {}
+                }
+            } else if let Some(at) = retry_at.take() {
+                // Backing off after a failure: gather triggers until then.
+                loop {
+                    tokio::select! {
+                        t = rx.recv() => match t {
+                            Some(t) => pending.add(t),
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(at) => break,
+                        _ = self.shutdown.changed() => break,
+                    }
+                }
+                pending.add(Trigger::Retry);
+            }
+            if *self.shutdown.borrow() {
+                break;
+            }
+            // Trailing-edge debounce, capped by the maximum wait.
+            let first = tokio::time::Instant::now();
+            let mut last = first;
+            loop {
+                let deadline = (last + debounce).min(first + max_wait);
+                tokio::select! {
+                    t = rx.recv() => match t {
+                        Some(t) => { pending.add(t); last = tokio::time::Instant::now(); }
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = self.shutdown.changed() => break,
+                }
+            }
+            if *self.shutdown.borrow() {
+                break;
+            }
+            let work = std::mem::take(&mut pending);
+            match self.pass(&work).await {
+                Ok(()) => self.failures = 0,
+                Err(e) => {
+                    // The error policy, in one place: log, count, requeue
+                    // everything this pass was for, back off, never exit.
+                    self.failures += 1;
+                    let wait = retry_delay(self.failures);
+                    tracing::error!(error = %e, attempt = self.failures, retry_in_ms = wait.as_millis() as u64, "reconcile failed; nothing was removed because of it; retrying");
+                    self.metrics
+                        .inc("keysync_reconciles_total", &[("result", "error")]);
+                    self.health.pass(false);
+                    let mut again = work;
+                    // A failed write may have landed; a failed beacon may be back.
+                    again.relist = true;
+                    again.check_beacon = true;
+                    pending.merge(again);
+                    retry_at = Some(tokio::time::Instant::now() + wait);
+                }
+            }
+        }
+        self.close();
+        Ok(0)
+    }
+
+    fn close(&mut self) {
+        if let Err(e) = self
+            .store
+            .save_cache(&mut self.cache)
+            .and_then(|_| self.store.flush())
+        {
+            tracing::warn!(error = %e, "could not flush the state store on shutdown");
+        }
+        tracing::info!("keysync watch stopped");
+    }
+
+    /// One reconcile pass for the work in `p`, in a span naming its reasons.
+    async fn pass(&mut self, p: &Pending) -> Result<(), Error> {
+        let reasons: Vec<&str> = p.reasons.iter().copied().collect();
+        let span = tracing::info_span!("reconcile", reasons = ?reasons);
+        self.pass_inner(p, reasons).instrument(span).await
+    }
+
+    async fn pass_inner(&mut self, p: &Pending, reasons: Vec<&'static str>) -> Result<(), Error> {
+        let started = Instant::now();
+
+        // 1. Inputs: only what changed.
+        if p.all_sources {
+            self.inputs.reload_all(&self.store, &self.metrics);
+        } else {
+            for path in &p.paths {
+                self.inputs.reload(path, &self.store, &self.metrics);
+            }
+        }
+        let content = self.inputs.content();
+
+        // 2. Beacon: check the chain when asked (start, reconnect, resync, retry).
+        if p.check_beacon {
+            if let Some(b) = &self.rec.beacon {
+                b.prefer_primary();
+            }
+            self.rec.check_beacon().await?;
+        }
+        let mut refresh = p.refresh.clone();
+        for i in &p.exits {
+            if self.cache.get(*i).is_some() && self.ours(*i, &content) {
+                if self.watched.insert(*i) {
+                    tracing::info!(
+                        validator_index = i,
+                        "voluntary exit seen for one of ours; watching its status closely"
+                    );
+                }
+            }
+        }
+        if refresh.epoch || !p.exits.is_empty() {
+            refresh.indices.extend(self.watched.iter().copied());
+        }
+        let resolved = self
+            .rec
+            .resolve(&content, &mut self.cache, &refresh)
+            .await?;
+        if let Err(e) = self.rec_store_cache() {
+            tracing::warn!(error = %e, "could not persist the chain cache");
+        }
+        self.watched.retain(|i| {
+            let status = self.cache.get(*i).map(|k| k.status.clone());
+            match status {
+                Some(s) if !s.in_scope() => {
+                    tracing::info!(
+                        validator_index = i,
+                        status = s.as_str(),
+                        "exited validator reached withdrawal; leaving the registry"
+                    );
+                    false
+                }
+                _ => true,
+            }
+        });
+
+        // 3. Registry: the snapshot, re-listed when asked.
+        if p.relist || self.snapshot.is_none() {
+            self.snapshot = Some(self.rec.list().await?);
+        }
+        let mut snapshot = self.snapshot.take().unwrap_or_default();
+
+        // 4. Plan and apply.
+        let apply = self.settings.watch.apply;
+        let stop_rx = self.shutdown.clone();
+        let should_stop = move || *stop_rx.borrow();
+        // An input that never parsed: its validators are unknown, so nothing
+        // may be unassigned until it does (invariant 1).
+        let max_deletes = if self.inputs.complete() {
+            self.settings.max_deletes
+        } else {
+            0
+        };
+        let mode = if apply {
+            Mode::Apply {
+                writer: Writer {
+                    registry: &self.rec.registry,
+                    operator_id: &self.rec.operator_id,
+                    limiter: Some(&self.limiter),
+                    should_stop: &should_stop,
+                },
+                max_deletes,
+                hold_excess_deletes: true,
+            }
+        } else {
+            Mode::Plan
+        };
+        let planned = crate::plan::plan(&resolved.desired, &snapshot);
+        self.metrics.set(
+            "keysync_planned_changes",
+            &[("kind", "assign")],
+            planned.to_assign.len() as f64,
+        );
+        self.metrics.set(
+            "keysync_planned_changes",
+            &[("kind", "unassign")],
+            planned.to_unassign.len() as f64,
+        );
+        let mut journal = None;
+        if !planned.is_noop() {
+            let sample = |keys: &[Key]| keys.iter().take(10).map(|k| k.0).collect::<Vec<_>>();
+            tracing::info!(
+                to_assign = planned.to_assign.len(),
+                to_unassign = planned.to_unassign.len(),
+                assign_sample = ?sample(&planned.to_assign),
+                unassign_sample = ?sample(&planned.to_unassign),
+                mode = if apply { "apply" } else { "shadow" },
+                "plan"
+            );
+            if apply {
+                let entry = JournalEntry {
+                    started_unix: unix_now(),
+                    reasons: reasons.iter().map(|s| s.to_string()).collect(),
+                    to_assign: planned.to_assign.len(),
+                    to_unassign: planned.to_unassign.len(),
+                    assigned: 0,
+                    unassigned: 0,
+                };
+                if let Err(e) = self.store.journal_begin(&entry) {
+                    tracing::warn!(error = %e, "could not journal the apply");
+                }
+                journal = Some(entry);
+            }
+        }
+        let mut observer = Journaling {
+            store: &self.store,
+            metrics: &self.metrics,
+            journal,
+        };
+        let result = self
+            .rec
+            .execute(planned, &mut snapshot, mode, &mut observer)
+            .await;
+        let held = match &result {
+            Ok(o) => o.held.len(),
+            Err(_) => 0,
+        };
+        self.snapshot = Some(snapshot);
+        let outcome = result?;
+        if let Err(e) = self.store.journal_clear() {
+            tracing::warn!(error = %e, "could not clear the apply journal");
+        }
+
+        // 5. Account.
+        let snap = self.snapshot.as_ref();
+        self.metrics.set(
+            "keysync_desired_validators",
+            &[],
+            resolved.desired.len() as f64,
+        );
+        self.metrics.set(
+            "keysync_assigned_validators",
+            &[],
+            snap.map_or(0, |s| s.active_count()) as f64,
+        );
+        self.metrics.set("keysync_held_deletes", &[], held as f64);
+        self.metrics
+            .inc("keysync_reconciles_total", &[("result", "ok")]);
+        self.metrics.observe(
+            "keysync_reconcile_seconds",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        self.metrics.set(
+            "keysync_last_success_timestamp_seconds",
+            &[],
+            unix_now() as f64,
+        );
+        self.health.pass(true);
+        let wrote = outcome
+            .applied
+            .is_some_and(|a| a.progress.assigned + a.progress.unassigned > 0);
+        if wrote {
+            if let Some(first) = p.first_at {
+                self.metrics.observe(
+                    "keysync_trigger_to_apply_seconds",
+                    &[],
+                    first.elapsed().as_secs_f64(),
+                );
+            }
+        }
+        if held > 0 {
+            tracing::error!(
+                held,
+                max_deletes,
+                "guardrail holding unassigns; raise --max-deletes or fix the input to release them"
+            );
+        }
+        tracing::debug!(
+            desired = resolved.desired.len(),
+            looked_up = resolved.looked_up,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconcile done"
+        );
+        Ok(())
+    }
+
+    fn rec_store_cache(&mut self) -> Result<usize, crate::store::StoreError> {
+        self.store.save_cache(&mut self.cache)
+    }
+
+    /// Whether index `i` belongs to one of our inputs.
+    fn ours(&self, i: ValidatorIndex, content: &crate::sources::SourceContent) -> bool {
+        let Some(known) = self.cache.get(i) else {
+            return false;
+        };
+        content.indices.contains(&i)
+            || content.pubkeys.contains(&known.pubkey)
+            || content.records.iter().any(|r| r.validator_index == i)
+    }
+}
+
+/// Counts writes and keeps the journal's progress.
+struct Journaling<'a> {
+    store: &'a Store,
+    metrics: &'a Metrics,
+    journal: Option<JournalEntry>,
+}
+
+impl Observer for Journaling<'_> {
+    fn registered(&mut self, chunk: &[DesiredValidator]) {
+        self.metrics.add(
+            "keysync_writes_total",
+            &[("kind", "register"), ("result", "ok")],
+            chunk.len() as f64,
+        );
+    }
+    fn assigned(&mut self, keys: &[Key]) {
+        self.metrics.add(
+            "keysync_writes_total",
+            &[("kind", "assign"), ("result", "ok")],
+            keys.len() as f64,
+        );
+        if let Some(j) = &mut self.journal {
+            j.assigned += keys.len() as u64;
+            let _ = self.store.journal_update(j);
+        }
+    }
+    fn unassigned(&mut self, _key: &Key) {
+        self.metrics.inc(
+            "keysync_writes_total",
+            &[("kind", "unassign"), ("result", "ok")],
+        );
+        if let Some(j) = &mut self.journal {
+            j.unassigned += 1;
+            let _ = self.store.journal_update(j);
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Backoff between failed passes: 1 s doubling to 60 s.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}

@@ -1,0 +1,251 @@
+//! The daemon's view of its input files: the last good content of each.
+//!
+//! Owns safety invariant 1 for the daemon: a file that cannot be read or
+//! parsed keeps its last good content (from memory or the store), is logged
+//! and counted, and never shrinks the desired set. A zero-byte file is taken
+//! as being written (truncate-then-write) and ignored until it has content;
+//! to empty a list on purpose, leave a comment line in it. A file deleted
+//! from the drop directory is removed on purpose; a configured file that
+//! disappears is an error (its last content stands).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::metrics::Metrics;
+use crate::settings::Inputs;
+use crate::sources::{self, SourceContent, SourceKind};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: SourceKind,
+    content: SourceContent,
+    /// Whether `content` is trustworthy (parsed now or restored from the store).
+    known: bool,
+    failing: bool,
+}
+
+/// All inputs with their last good content.
+pub struct InputSet {
+    inputs: Inputs,
+    entries: BTreeMap<PathBuf, Entry>,
+}
+
+fn key(p: &Path) -> String {
+    format!("file:{}", p.display())
+}
+
+impl InputSet {
+    /// The configured inputs, with the last good content from the store.
+    pub fn restore(inputs: Inputs, store: &Store) -> InputSet {
+        let mut entries = BTreeMap::new();
+        let configured = [
+            (SourceKind::Pubkeys, &inputs.pubkeys_file),
+            (SourceKind::IndexList, &inputs.index_list_file),
+            (SourceKind::Records, &inputs.indices_file),
+        ];
+        for (kind, path) in configured {
+            if let Some(p) = path {
+                let stored = store.load_source(&key(p));
+                entries.insert(
+                    p.clone(),
+                    Entry {
+                        kind,
+                        known: stored.is_some(),
+                        content: stored.unwrap_or_default(),
+                        failing: false,
+                    },
+                );
+            }
+        }
+        if let Some(dir) = &inputs.input_dir {
+            let prefix = key(dir);
+            for k in store.source_keys() {
+                if let Some(rest) = k.strip_prefix("file:") {
+                    let p = PathBuf::from(rest);
+                    if k.starts_with(&prefix) && p.parent() == Some(dir.as_path()) {
+                        if let Some(c) = store.load_source(&k) {
+                            entries.insert(
+                                p,
+                                Entry {
+                                    kind: SourceKind::Detect,
+                                    content: c,
+                                    known: true,
+                                    failing: false,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        InputSet { inputs, entries }
+    }
+
+    /// The configured files and the drop directory.
+    pub fn paths(&self) -> (Vec<PathBuf>, Option<PathBuf>) {
+        let files = [
+            &self.inputs.pubkeys_file,
+            &self.inputs.index_list_file,
+            &self.inputs.indices_file,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        (files, self.inputs.input_dir.clone())
+    }
+
+    /// Paths whose changes matter: the configured files and the drop dir.
+    pub fn is_input(&self, path: &Path) -> bool {
+        let configured = [
+            &self.inputs.pubkeys_file,
+            &self.inputs.index_list_file,
+            &self.inputs.indices_file,
+        ];
+        if configured.iter().any(|p| p.as_deref() == Some(path)) {
+            return true;
+        }
+        match (&self.inputs.input_dir, path.parent(), path.file_name()) {
+            (Some(dir), Some(parent), Some(name)) => {
+                parent == dir && !sources::is_ignored_name(&name.to_string_lossy())
+            }
+            _ => false,
+        }
+    }
+
+    /// Directories to watch (parents of the configured files, the drop dir):
+    /// watching the directory survives editors that replace files by rename.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = [
+            &self.inputs.pubkeys_file,
+            &self.inputs.index_list_file,
+            &self.inputs.indices_file,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        })
+        .chain(self.inputs.input_dir.clone())
+        .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Re-reads every input (start, or a drop-dir listing is needed).
+    pub fn reload_all(&mut self, store: &Store, metrics: &Metrics) {
+        let mut paths: Vec<PathBuf> = self.entries.keys().cloned().collect();
+        if let Some(dir) = self.inputs.input_dir.clone() {
+            match sources::dir_files(&dir) {
+                Ok(files) => {
+                    // Stored entries whose file is gone were deleted while we were down.
+                    let gone: Vec<PathBuf> = self
+                        .entries
+                        .iter()
+                        .filter(|(p, e)| e.kind == SourceKind::Detect && !files.contains(p))
+                        .map(|(p, _)| p.clone())
+                        .collect();
+                    paths.extend(gone);
+                    paths.extend(files);
+                }
+                Err(e) => {
+                    metrics.inc("keysync_source_errors_total", &[]);
+                    tracing::error!(error = %e, "cannot list the input directory; its last good content stands");
+                }
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        for p in paths {
+            self.reload(&p, store, metrics);
+        }
+    }
+
+    /// Re-reads one path after a change.
+    pub fn reload(&mut self, path: &Path, store: &Store, metrics: &Metrics) {
+        let in_dir = self
+            .inputs
+            .input_dir
+            .as_deref()
+            .is_some_and(|d| path.parent() == Some(d));
+        let kind = match self.entries.get(path) {
+            Some(e) => e.kind,
+            None if in_dir => SourceKind::Detect,
+            None => return,
+        };
+        let exists = std::fs::metadata(path);
+        if kind == SourceKind::Detect
+            && matches!(&exists, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        {
+            if self.entries.remove(path).is_some() {
+                tracing::info!(path = %path.display(), "input file removed from the drop directory");
+                if let Err(e) = store.remove_source(&key(path)) {
+                    tracing::warn!(error = %e, "cannot forget a removed input in the store");
+                }
+            }
+            return;
+        }
+        if exists.as_ref().is_ok_and(|m| !m.is_file()) {
+            return;
+        }
+        if exists.as_ref().is_ok_and(|m| m.len() == 0) {
+            tracing::warn!(path = %path.display(), "input file is empty (being written?); keeping its last good content. To empty a list on purpose, leave a comment line in it");
+            return;
+        }
+        let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
+            kind,
+            content: SourceContent::default(),
+            known: false,
+            failing: false,
+        });
+        match sources::read(kind, path) {
+            Ok(content) => {
+                if entry.failing {
+                    tracing::info!(path = %path.display(), "input file parses again");
+                }
+                let changed = !entry.known || entry.content != content;
+                entry.failing = false;
+                entry.known = true;
+                if changed {
+                    tracing::info!(path = %path.display(), entries = content.len(), "input file loaded");
+                    if let Err(e) = store.save_source(&key(path), &content) {
+                        tracing::warn!(error = %e, "cannot save the input's last good content");
+                    }
+                    entry.content = content;
+                }
+            }
+            Err(e) => {
+                entry.failing = true;
+                metrics.inc("keysync_source_errors_total", &[]);
+                tracing::error!(error = %e, kept = entry.content.len(), "input file cannot be used; keeping its last good content");
+            }
+        }
+    }
+
+    /// The union of every input's last good content.
+    pub fn content(&self) -> SourceContent {
+        let mut all = SourceContent::default();
+        for e in self.entries.values() {
+            all.extend(&e.content);
+        }
+        all
+    }
+
+    /// False while some input has never parsed (first start with a broken
+    /// or missing file): unassigns must wait, since that input's validators
+    /// are unknown.
+    pub fn complete(&self) -> bool {
+        self.entries.values().all(|e| e.known)
+    }
+
+    pub fn failing(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.failing || !e.known)
+            .count()
+    }
+}

@@ -1,0 +1,238 @@
+//! Following the beacon node's event stream.
+//!
+//! Owns the subscription to `head`, `finalized_checkpoint`, `voluntary_exit`
+//! and `chain_reorg`: connect (the first URL on the configured chain that
+//! answers), read with a deadline of two slots (a silent stream is dead even
+//! if its socket is open), reconnect forever with capped, jittered backoff,
+//! and come back to the preferred URL after a failover. Every (re)connect
+//! sends [`Trigger::Reconnected`]: events missed while away are gone, so the
+//! pass after it refreshes everything. Turns events into triggers only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
+use url::Url;
+
+use super::ops::Health;
+use super::trigger::Trigger;
+use crate::beacon::events::{parse_event, Event, Frame, SseParser, TOPICS};
+use crate::beacon::{self, BeaconClient};
+use crate::http::Http;
+use crate::metrics::Metrics;
+
+/// What the stream follower needs.
+pub struct StreamConfig {
+    pub urls: Vec<Url>,
+    /// Configured chain (numeric, and as configured), when checkable.
+    pub expected_chain: Option<(u64, String)>,
+    pub slot: Duration,
+    /// Used for the chain check of each URL before subscribing.
+    pub http: Http,
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn follow(
+    cfg: StreamConfig,
+    triggers: UnboundedSender<Trigger>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the event stream client");
+            return;
+        }
+    };
+    // Two slots of silence (at least one second) mean the stream is dead.
+    let silence = (cfg.slot * 2).max(Duration::from_secs(1));
+    // After a failover, try the preferred node again after this long.
+    let come_back = (cfg.slot * 10).max(Duration::from_secs(30));
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut connected_any = false;
+        for (i, url) in cfg.urls.iter().enumerate() {
+            let outcome = tokio::select! {
+                o = session(&cfg, &client, url, i, silence, come_back, &triggers, &metrics, &health) => o,
+                _ = shutdown.changed() => return,
+            };
+            health.set_stream(false);
+            metrics.set("keysync_event_stream_connected", &[], 0.0);
+            match outcome {
+                Session::Ended { lasted, why } => {
+                    connected_any = true;
+                    tracing::warn!(url = %beacon::display(url), why, lasted_s = lasted.as_secs(), "event stream ended; reconnecting");
+                    if lasted > silence {
+                        failures = 0;
+                    }
+                    break;
+                }
+                Session::ComeBack => {
+                    connected_any = true;
+                    failures = 0;
+                    tracing::info!(url = %beacon::display(url), "trying the preferred beacon node again");
+                    break;
+                }
+                Session::Failed(why) => {
+                    tracing::warn!(url = %beacon::display(url), error = %why, "cannot subscribe to the event stream");
+                }
+            }
+        }
+        if !connected_any {
+            failures = failures.saturating_add(1);
+        }
+        let wait = backoff(failures);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Capped, jittered exponential backoff: 0.25 s … 30 s.
+fn backoff(failures: u32) -> Duration {
+    use rand::Rng;
+    let base = Duration::from_millis(250).saturating_mul(1u32 << failures.min(7));
+    base.min(Duration::from_secs(30))
+        .mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+enum Session {
+    /// Subscribed, then the stream closed, failed or fell silent.
+    Ended { lasted: Duration, why: &'static str },
+    /// Subscribed to a fallback long enough: try the preferred one.
+    ComeBack,
+    /// Could not subscribe.
+    Failed(String),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cfg: &StreamConfig,
+    client: &reqwest::Client,
+    url: &Url,
+    position: usize,
+    silence: Duration,
+    come_back: Duration,
+    triggers: &UnboundedSender<Trigger>,
+    metrics: &Metrics,
+    health: &Health,
+) -> Session {
+    // Wrong chain or not a beacon node: skip it (never follow the wrong chain).
+    let probe = BeaconClient::new(cfg.http.clone(), vec![url.clone()]);
+    let expected = cfg.expected_chain.as_ref().map(|(n, s)| (*n, s.as_str()));
+    if let Err(e) = probe.chain_id(expected).await {
+        return Session::Failed(e.to_string());
+    }
+    let mut events_url = beacon::join(url, "eth/v1/events");
+    {
+        let mut q = events_url.query_pairs_mut();
+        for t in TOPICS {
+            q.append_pair("topics", t);
+        }
+    }
+    let resp = match tokio::time::timeout(
+        silence.max(Duration::from_secs(5)),
+        client
+            .get(events_url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send(),
+    )
+    .await
+    {
+        Ok(Ok(r)) if r.status().is_success() => r,
+        Ok(Ok(r)) => return Session::Failed(format!("HTTP {}", r.status().as_u16())),
+        Ok(Err(e)) => return Session::Failed(e.to_string()),
+        Err(_) => return Session::Failed("no answer".into()),
+    };
+    let started = Instant::now();
+    tracing::info!(url = %beacon::display(url), "event stream connected");
+    health.set_stream(true);
+    health.touch_event();
+    metrics.set("keysync_event_stream_connected", &[], 1.0);
+    metrics.inc("keysync_event_stream_reconnects_total", &[]);
+    let _ = triggers.send(Trigger::Reconnected);
+
+    let mut body = resp.bytes_stream();
+    let mut parser = SseParser::new();
+    loop {
+        if position > 0 && started.elapsed() > come_back {
+            return Session::ComeBack;
+        }
+        let chunk = match tokio::time::timeout(silence, body.next()).await {
+            Err(_) => {
+                return Session::Ended {
+                    lasted: started.elapsed(),
+                    why: "silent for two slots",
+                }
+            }
+            Ok(None) => {
+                return Session::Ended {
+                    lasted: started.elapsed(),
+                    why: "closed by the server",
+                }
+            }
+            Ok(Some(Err(_))) => {
+                return Session::Ended {
+                    lasted: started.elapsed(),
+                    why: "connection failed",
+                }
+            }
+            Ok(Some(Ok(c))) => c,
+        };
+        health.touch_event();
+        for frame in parser.feed(&chunk) {
+            let Frame::Message { event, data } = frame else {
+                continue;
+            };
+            match parse_event(&event, &data) {
+                Ok(ev) => {
+                    metrics.inc("keysync_events_total", &[("topic", topic(&ev))]);
+                    if let Some(t) = trigger_for(ev) {
+                        let _ = triggers.send(t);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(event = %event, error = %e, "unparseable beacon event ignored")
+                }
+            }
+        }
+    }
+}
+
+fn topic(e: &Event) -> &'static str {
+    match e {
+        Event::Head { .. } => "head",
+        Event::FinalizedCheckpoint { .. } => "finalized_checkpoint",
+        Event::VoluntaryExit { .. } => "voluntary_exit",
+        Event::ChainReorg { .. } => "chain_reorg",
+        Event::Other(_) => "other",
+    }
+}
+
+/// The trigger an event raises, if any.
+pub fn trigger_for(e: Event) -> Option<Trigger> {
+    match e {
+        Event::Head {
+            epoch_transition: true,
+            ..
+        } => Some(Trigger::Epoch),
+        Event::FinalizedCheckpoint { .. } => Some(Trigger::Finalized),
+        Event::VoluntaryExit {
+            validator_index, ..
+        } => Some(Trigger::Exit(validator_index)),
+        Event::ChainReorg { .. } => Some(Trigger::Reorg),
+        Event::Head { .. } | Event::Other(_) => None,
+    }
+}

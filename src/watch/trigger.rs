@@ -1,0 +1,142 @@
+//! Triggers and their coalescing: why a pass should run and what may be stale.
+//!
+//! Owns the [`Trigger`] vocabulary and [`Pending`], the merge of every
+//! trigger since the last pass. A trigger never carries an answer: the pass
+//! re-reads state, so duplicate or lost triggers cannot make it wrong.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::domain::ValidatorIndex;
+use crate::reconcile::Refresh;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// The daemon started: everything is stale.
+    Startup,
+    /// An input file or a drop-directory entry changed.
+    Source(PathBuf),
+    /// First head of a new epoch: statuses may have changed.
+    Epoch,
+    /// A finalized checkpoint: statuses may have changed.
+    Finalized,
+    /// A voluntary exit seen on gossip: a hint to watch that index closely.
+    Exit(ValidatorIndex),
+    /// A chain reorg: statuses at head may differ.
+    Reorg,
+    /// The event stream (re)connected: events were missed, refresh everything.
+    Reconnected,
+    /// The periodic full re-list of the registry (changes made by others).
+    Resync,
+    /// A failed pass, retried.
+    Retry,
+}
+
+impl Trigger {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Source(_) => "source",
+            Trigger::Epoch => "epoch",
+            Trigger::Finalized => "finalized",
+            Trigger::Exit(_) => "voluntary_exit",
+            Trigger::Reorg => "reorg",
+            Trigger::Reconnected => "reconnected",
+            Trigger::Resync => "resync",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// Everything the triggers since the last pass marked stale.
+#[derive(Debug, Clone, Default)]
+pub struct Pending {
+    pub reasons: BTreeSet<&'static str>,
+    /// Re-read these input paths.
+    pub paths: BTreeSet<PathBuf>,
+    /// Re-read every input.
+    pub all_sources: bool,
+    pub refresh: Refresh,
+    /// Indices reported exiting (kept if ours).
+    pub exits: BTreeSet<ValidatorIndex>,
+    /// Re-list the registry in full.
+    pub relist: bool,
+    /// Check the beacon node's chain before resolving.
+    pub check_beacon: bool,
+    /// When the first trigger of this batch arrived.
+    pub first_at: Option<Instant>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    pub fn add(&mut self, t: Trigger) {
+        self.first_at.get_or_insert_with(Instant::now);
+        self.reasons.insert(t.reason());
+        match t {
+            Trigger::Startup => {
+                self.all_sources = true;
+                self.refresh.all = true;
+                self.relist = true;
+                self.check_beacon = true;
+            }
+            Trigger::Source(p) => {
+                self.paths.insert(p);
+            }
+            Trigger::Epoch | Trigger::Finalized | Trigger::Reorg => self.refresh.epoch = true,
+            Trigger::Exit(i) => {
+                self.exits.insert(i);
+            }
+            Trigger::Reconnected => {
+                self.refresh.all = true;
+                self.check_beacon = true;
+            }
+            Trigger::Resync => {
+                self.relist = true;
+                self.check_beacon = true;
+            }
+            Trigger::Retry => {}
+        }
+    }
+
+    /// Puts a failed pass's work back, so nothing it was for is lost.
+    pub fn merge(&mut self, other: Pending) {
+        self.reasons.extend(other.reasons);
+        self.paths.extend(other.paths);
+        self.all_sources |= other.all_sources;
+        self.refresh.merge(&other.refresh);
+        self.exits.extend(other.exits);
+        self.relist |= other.relist;
+        self.check_beacon |= other.check_beacon;
+        self.first_at = match (self.first_at, other.first_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_coalesce_into_one_pending_pass() {
+        let mut p = Pending::default();
+        p.add(Trigger::Source("/a".into()));
+        p.add(Trigger::Source("/a".into()));
+        p.add(Trigger::Epoch);
+        p.add(Trigger::Finalized);
+        p.add(Trigger::Exit(5));
+        assert_eq!(p.paths.len(), 1);
+        assert!(p.refresh.epoch && !p.refresh.all && !p.relist);
+        assert_eq!(p.exits, [5].into());
+        let mut q = Pending::default();
+        q.add(Trigger::Reconnected);
+        q.merge(p);
+        assert!(q.refresh.all && q.refresh.epoch);
+        assert_eq!(q.reasons.len(), 5);
+    }
+}
