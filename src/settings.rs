@@ -328,17 +328,19 @@ impl Settings {
             file_path,
         };
 
-        let api_url = match pick!(r, c, api_url, "--api-url", "KEYSYNC_API_URL") {
+        // An empty value means unset, as in the original (`KEYSYNC_API_URL=`
+        // in a unit file or manifest must not be a configuration error).
+        let non_empty = |v: Option<(String, Origin)>| v.filter(|(s, _)| !s.trim().is_empty());
+        let api_url = match non_empty(pick!(r, c, api_url, "--api-url", "KEYSYNC_API_URL")) {
             Some((v, o)) => secret_url(&v, &o)?,
             None => secret_url(DEFAULT_API_URL, &Origin::Default)?,
         };
-        let auth_url = match pick!(r, c, auth_url, "--auth-url", "KEYSYNC_AUTH_URL") {
+        let auth_url = match non_empty(pick!(r, c, auth_url, "--auth-url", "KEYSYNC_AUTH_URL")) {
             Some((v, o)) => secret_url(&v, &o)?,
             None => secret_url(DEFAULT_AUTH_URL, &Origin::Default)?,
         };
         let api_key = resolve_key(&r, c)?;
 
-        let non_empty = |v: Option<(String, Origin)>| v.filter(|(s, _)| !s.trim().is_empty());
         let operator_id = non_empty(pick!(
             r,
             c,
@@ -792,6 +794,18 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn empty_urls_mean_the_defaults() {
+        let c = Common {
+            api_url: Some(String::new()),
+            auth_url: Some("  ".into()),
+            ..base()
+        };
+        let s = Settings::resolve(&sync(c), &AllFlags).unwrap();
+        assert_eq!(s.api_url.as_str(), "https://console.getoptimum.io/");
+        assert_eq!(s.auth_url.as_str(), "https://auth.getoptimum.io/");
     }
 
     #[test]

@@ -72,7 +72,19 @@ impl Store {
             detail: e.to_string(),
         })?;
         let db_path = dir.join("keysync.sled");
-        let db = match try_open(&db_path) {
+        // A previous keysync may still be exiting (a restart): give its
+        // lock a few seconds before refusing.
+        let mut opened = try_open(&db_path);
+        for _ in 0..50 {
+            match &opened {
+                Err(e) if is_lock_error(e) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    opened = try_open(&db_path);
+                }
+                _ => break,
+            }
+        }
+        let db = match opened {
             Ok(db) => match Self::check_schema(&db) {
                 Ok(()) => db,
                 Err(why) => {

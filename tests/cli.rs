@@ -1026,7 +1026,7 @@ fn json_logs_put_one_json_object_on_every_stderr_line() {
     assert_eq!(r.stdout, DIFF_PLAN);
     let lines = r.json_lines();
     assert!(lines.iter().any(|l| l["level"] == "WARN"), "{}", r.stderr);
-    assert!(lines.iter().all(|l| l.contains("message")));
+    assert!(lines.iter().all(|l| l.contains_key("message")));
 
     // A configuration error (missing key), format from the environment.
     let r = run(h

@@ -885,3 +885,35 @@ mod tests {
         assert_ne!(before, c.block_root(3));
     }
 }
+
+#[cfg(test)]
+mod perf_probe {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn probe() {
+        let t = std::time::Instant::now();
+        let v: Vec<u8> = vec![1u8; 200 << 20];
+        eprintln!("touch 200MB {:?} {}", t.elapsed(), v[12345]);
+        drop(v);
+        let t = std::time::Instant::now();
+        let mut m = PubkeyMap::with_capacity_and_hasher(1_000_000, Default::default());
+        eprintln!("map alloc {:?}", t.elapsed());
+        for i in 0..1_000_000u64 {
+            m.insert(generated_pubkey(0, i), i);
+        }
+        eprintln!("map fill {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for i in 0..1_000_000u64 {
+            n += m.get(&generated_pubkey(0, i)).copied().unwrap_or(0) & 1;
+        }
+        eprintln!("map lookups {:?} {n}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut m2: HashMap<[u8; 48], u64> = HashMap::with_capacity(1_000_000);
+        for i in 0..1_000_000u64 {
+            m2.insert(generated_pubkey(0, i), i);
+        }
+        eprintln!("sip map fill {:?}", t.elapsed());
+    }
+}

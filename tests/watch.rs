@@ -1,0 +1,438 @@
+//! End-to-end tests of `keysync watch` against the in-process simulator
+//! (fast slots). Each asserts the registry state the simulator ends with.
+
+mod support;
+
+use std::time::Duration;
+
+use keysync::watch;
+use keysync_sim::Route;
+use support::*;
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_append_assigns_and_line_removal_unassigns() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("validators.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 0..4)).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file.clone());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+
+    eventually("initial 4 assigned", T, || active(&sim) == vec![0, 1, 2, 3]).await;
+    // Append a line (in place).
+    let mut text = pubkeys_text(&sim, 0..4);
+    text.push_str(&pubkeys_text(&sim, [9]));
+    std::fs::write(&file, &text).unwrap();
+    eventually("appended key assigned", T, || {
+        active(&sim) == vec![0, 1, 2, 3, 9]
+    })
+    .await;
+    // Remove a line.
+    std::fs::write(&file, pubkeys_text(&sim, [0, 1, 3, 9])).unwrap();
+    eventually("removed key unassigned", T, || {
+        active(&sim) == vec![0, 1, 3, 9]
+    })
+    .await;
+    // Replace by rename (editors, config management).
+    write_by_rename(&file, &pubkeys_text(&sim, [0, 1, 3, 9, 12]));
+    eventually("renamed-in file applied", T, || {
+        active(&sim) == vec![0, 1, 3, 9, 12]
+    })
+    .await;
+    assert_eq!(daemon.stop().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_written_or_garbage_file_changes_nothing() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("validators.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 0..6)).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file.clone());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("initial 6 assigned", T, || active(&sim).len() == 6).await;
+
+    let errors = || daemon.metrics.get("keysync_source_errors_total", &[]);
+    // Half-written: the last line is cut mid-key.
+    let full = pubkeys_text(&sim, 0..6);
+    std::fs::write(&file, &full[..full.len() - 40]).unwrap();
+    eventually("half-written file counted as an error", T, || {
+        errors() >= 1.0
+    })
+    .await;
+    // Garbage.
+    std::fs::write(&file, "this is not a pubkey list\n{]").unwrap();
+    eventually("garbage counted as an error", T, || errors() >= 2.0).await;
+    // Truncated to zero bytes (truncate-then-write in progress).
+    std::fs::write(&file, "").unwrap();
+    // Let a full epoch of passes run over the broken file.
+    let passes = daemon
+        .metrics
+        .get("keysync_reconciles_total", &[("result", "ok")]);
+    eventually("more passes ran", T, || {
+        daemon
+            .metrics
+            .get("keysync_reconciles_total", &[("result", "ok")])
+            >= passes + 2.0
+    })
+    .await;
+    assert_eq!(
+        active(&sim),
+        vec![0, 1, 2, 3, 4, 5],
+        "a broken input never shrinks the set"
+    );
+    assert_eq!(sim.count(Route::Unassign), 0);
+    // Fixed: applied again.
+    std::fs::write(&file, pubkeys_text(&sim, 0..7)).unwrap();
+    eventually("fixed file applied", T, || active(&sim).len() == 7).await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_is_unassigned_at_withdrawal_and_not_before() {
+    let sim = sim(32).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("ours.txt");
+    std::fs::write(&file, "# indices\n1\n2\n3\n").unwrap();
+    let mut c = watch_common(&sim, None);
+    c.index_list_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned", T, || active(&sim) == vec![1, 2, 3]).await;
+
+    sim.exit(2);
+    let mut seen_exiting_assigned = false;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let status = sim.status(2).unwrap_or_default();
+        let assigned = active(&sim).contains(&2);
+        if status.starts_with("active_exiting") || status.starts_with("exited") {
+            assert!(assigned, "unassigned too early, at {status}");
+            seen_exiting_assigned = true;
+        }
+        if status.starts_with("withdrawal") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "validator never reached withdrawal"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen_exiting_assigned);
+    eventually("unassigned after withdrawal", T, || {
+        active(&sim) == vec![1, 3]
+    })
+    .await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_deposit_is_assigned_when_the_chain_knows_it() {
+    let sim = sim(16).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    let new_key = sim.deposit(None);
+    assert_eq!(sim.index_of(&new_key), None, "not processed yet");
+    std::fs::write(&file, format!("{}{new_key}\n", pubkeys_text(&sim, [0]))).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("known one assigned", T, || active(&sim) == vec![0]).await;
+    eventually("deposit processed by the chain", T, || {
+        sim.index_of(&new_key).is_some()
+    })
+    .await;
+    let idx = sim.index_of(&new_key).unwrap();
+    eventually("deposit assigned", T, || active(&sim) == vec![0, idx]).await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_loss_reconnects_and_misses_no_status_change() {
+    let sim = sim(32).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("ours.txt");
+    std::fs::write(&file, "1\n2\n3\n4\n").unwrap();
+    let mut c = watch_common(&sim, None);
+    c.index_list_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned", T, || active(&sim) == vec![1, 2, 3, 4]).await;
+    let reconnects = || {
+        daemon
+            .metrics
+            .get("keysync_event_stream_reconnects_total", &[])
+    };
+    eventually("connected", T, || reconnects() >= 1.0).await;
+
+    // 1. The server closes the stream.
+    sim.close_streams();
+    eventually("reconnect after close", T, || reconnects() >= 2.0).await;
+
+    // 2. The stream goes silent (socket open, nothing sent); meanwhile 1 withdraws.
+    sim.silence_streams(true);
+    sim.set_status(1, "withdrawal_done");
+    eventually("reconnect after silence", T, || reconnects() >= 3.0).await;
+    sim.silence_streams(false);
+    eventually("1 unassigned via the refresh after reconnect", T, || {
+        active(&sim) == vec![2, 3, 4]
+    })
+    .await;
+
+    // 3. The beacon node restarts; while it is down, 2 withdraws.
+    sim.stop_beacon().await;
+    sim.set_status(2, "withdrawal_possible");
+    let before = reconnects();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the node stays down a while
+    sim.start_beacon().await.unwrap();
+    eventually("reconnect after restart", T, || reconnects() > before).await;
+    eventually("2 unassigned after the restart", T, || {
+        active(&sim) == vec![3, 4]
+    })
+    .await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_storms_delay_but_never_lose_writes() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 0..3)).unwrap();
+    sim.seed_assignment(50, "0x1", true);
+    sim.seed_assignment(51, "0x1", true);
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file.clone());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("converged", T, || active(&sim) == vec![0, 1, 2]).await;
+
+    // A storm on every write route: 5xx, then 429 with Retry-After.
+    sim.fail_next(Route::Register, 503, 4, None);
+    sim.fail_next(Route::Assign, 429, 3, Some(1));
+    sim.fail_next(Route::Unassign, 500, 5, None);
+    std::fs::write(&file, pubkeys_text(&sim, [1, 2, 20, 21])).unwrap();
+    eventually("converged through the storm", T, || {
+        active(&sim) == vec![1, 2, 20, 21]
+    })
+    .await;
+    assert!(
+        daemon
+            .metrics
+            .get("keysync_reconciles_total", &[("result", "error")])
+            >= 1.0,
+        "the storm did fail passes"
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrail_holds_mass_deletes_until_the_limit_is_raised() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 0..8)).unwrap();
+    let state = dir.join("state");
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file.clone());
+    let daemon = watch::start(settings(watch_args(c.clone(), &state, true, 3)))
+        .await
+        .unwrap();
+    eventually("assigned", T, || active(&sim).len() == 8).await;
+
+    // 6 removed, 1 added: more deletes than --max-deletes 3.
+    std::fs::write(&file, pubkeys_text(&sim, [0, 1, 30])).unwrap();
+    eventually("the add goes through", T, || active(&sim).contains(&30)).await;
+    eventually("held deletes raised as a metric", T, || {
+        daemon.metrics.get("keysync_held_deletes", &[]) == 6.0
+    })
+    .await;
+    assert_eq!(
+        active(&sim),
+        vec![0, 1, 2, 3, 4, 5, 6, 7, 30],
+        "deletes held"
+    );
+    assert_eq!(sim.count(Route::Unassign), 0);
+    assert!(daemon.metrics.render().contains("keysync_held_deletes 6"));
+    daemon.stop().await.unwrap();
+
+    // Raised: restart with --max-deletes 10.
+    let daemon = watch::start(settings(watch_args(c, &state, true, 10)))
+        .await
+        .unwrap();
+    eventually("held deletes released", T, || {
+        active(&sim) == vec![0, 1, 30]
+    })
+    .await;
+    eventually("alert cleared", T, || {
+        daemon.metrics.get("keysync_held_deletes", &[]) == 0.0
+    })
+    .await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_beacon_is_used_when_the_first_is_dead() {
+    let sim = sim(16).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [3, 4])).unwrap();
+    let mut c = watch_common(&sim, Some(format!("{dead},{}", sim.beacon_url())));
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned through the second beacon", T, || {
+        active(&sim) == vec![3, 4]
+    })
+    .await;
+    eventually("event stream on the second beacon", T, || {
+        daemon.health.stream_connected()
+    })
+    .await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_plans_but_writes_nothing() {
+    let sim = sim(16).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [1, 2])).unwrap();
+    sim.seed_assignment(9, "0x1", true);
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), false, 10)))
+        .await
+        .unwrap();
+    eventually("plan exposed", T, || {
+        daemon
+            .metrics
+            .get("keysync_planned_changes", &[("kind", "assign")])
+            == 2.0
+    })
+    .await;
+    assert_eq!(
+        daemon
+            .metrics
+            .get("keysync_planned_changes", &[("kind", "unassign")]),
+        1.0
+    );
+    assert_eq!(
+        sim.count(Route::Register) + sim.count(Route::Assign) + sim.count(Route::Unassign),
+        0
+    );
+    assert_eq!(active(&sim), vec![9]);
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_directory_files_of_every_format_are_inputs() {
+    let sim = sim(32).await;
+    let (_d, dir) = tmp();
+    let drop = dir.join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::write(drop.join("a.pubkeys"), pubkeys_text(&sim, [1])).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.input_dir = Some(drop.clone());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("pubkeys list", T, || active(&sim) == vec![1]).await;
+    let pk = |i| sim.pubkey(i).trim_start_matches("0x").to_string();
+    std::fs::write(
+        drop.join("keystore-m_12381_3600_0_0_0-1.json"),
+        format!(
+            r#"{{"crypto":{{}},"pubkey":"{}","path":"m/12381/3600/0/0/0","uuid":"x","version":4}}"#,
+            pk(2)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        drop.join("deposit_data-1.json"),
+        format!(r#"[{{"pubkey":"{}","amount":32000000000}}]"#, pk(3)),
+    )
+    .unwrap();
+    std::fs::write(drop.join("more.txt"), "4\n").unwrap();
+    eventually("keystore, deposit data, index list", T, || {
+        active(&sim) == vec![1, 2, 3, 4]
+    })
+    .await;
+    std::fs::remove_file(drop.join("more.txt")).unwrap();
+    eventually("deleted file's validator unassigned", T, || {
+        active(&sim) == vec![1, 2, 3]
+    })
+    .await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_endpoints_answer() {
+    let sim = sim(16).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [1])).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    let base = format!("http://{}", daemon.listen);
+    let http = reqwest::Client::new();
+    let get = |p: &str| {
+        let url = format!("{base}{p}");
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get("/health").await.status(), 200);
+    eventually("assigned", T, || active(&sim) == vec![1]).await;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let r = get("/ready").await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {}",
+            r.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = get("/metrics").await.text().await.unwrap();
+    for m in [
+        "keysync_desired_validators 1",
+        "keysync_assigned_validators 1",
+        "keysync_reconciles_total{result=\"ok\"}",
+        "keysync_writes_total{kind=\"assign\",result=\"ok\"} 1",
+        "keysync_event_stream_connected 1",
+        "keysync_trigger_to_apply_seconds_count",
+        "keysync_remote_request_seconds_bucket{party=\"console\",call=",
+        "keysync_last_event_age_seconds",
+    ] {
+        assert!(text.contains(m), "missing {m} in\n{text}");
+    }
+    assert!(
+        !text.contains(&sim.api_key()),
+        "the key never appears in metrics"
+    );
+    daemon.stop().await.unwrap();
+}
