@@ -1,0 +1,102 @@
+//! A `keysync watch --apply` process killed with SIGKILL in the middle of an
+//! apply, then restarted, converges with no spurious unassign (safety
+//! invariant 5). Runs the real binary against the in-process simulator.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use keysync_sim::Route;
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn spawn_watch(sim: &keysync_sim::Sim, file: &std::path::Path, state: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .arg("watch")
+        .arg("--apply")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KEYSYNC_API_URL", sim.url())
+        .env("KEYSYNC_AUTH_URL", sim.url())
+        .env("KEYSYNC_API_KEY", sim.api_key())
+        .env("KEYSYNC_BEACON_URL", sim.beacon_url())
+        .env("KEYSYNC_PUBKEYS_FILE", file)
+        .env("KEYSYNC_DATA_DIR", state)
+        .env("KEYSYNC_LISTEN", "127.0.0.1:0")
+        .env("KEYSYNC_MAX_DELETES", "100")
+        .env("KEYSYNC_DEBOUNCE_MS", "20")
+        .env("KEYSYNC_SLOT_MS", SLOT_MS.to_string())
+        .env("KEYSYNC_HTTP_BACKOFF_MS", "5")
+        .env("KEYSYNC_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keysync starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_apply_restarts_and_converges_without_spurious_unassign() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    let state = dir.join("state");
+    let desired: Vec<u64> = (0..10).collect();
+    std::fs::write(&file, pubkeys_text(&sim, desired.clone())).unwrap();
+    // Registry: 0..5 already ours, plus 20 stale rows to remove.
+    for i in (0..5).chain(40..60) {
+        sim.seed_assignment(i, "0x1", true);
+    }
+    // Slow unassigns so the kill lands mid-apply.
+    sim.set_latency(Some(Route::Unassign), 100);
+
+    let mut child = spawn_watch(&sim, &file, &state);
+    let desired_always_assigned = |sim: &keysync_sim::Sim| {
+        let a = active(sim);
+        (0..5).all(|i| a.contains(&i))
+    };
+    eventually("some unassigns landed", T, || {
+        assert!(desired_always_assigned(&sim), "a desired validator was unassigned");
+        sim.count(Route::Unassign) >= 4
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL: no cleanup at all
+    child.wait().unwrap();
+    let removed_before = 60 - 40 - active(&sim).iter().filter(|i| **i >= 40).count();
+    assert!(removed_before > 0 && removed_before < 20, "killed mid-apply ({removed_before} of 20 removed)");
+
+    let mut child = spawn_watch(&sim, &file, &state);
+    eventually("converged after restart", T, || {
+        assert!(desired_always_assigned(&sim), "a desired validator was unassigned");
+        active(&sim) == desired
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Every DELETE was for a stale row: at most 20, plus one in flight at the kill.
+    assert!(sim.count(Route::Unassign) <= 21, "{} unassigns", sim.count(Route::Unassign));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_write_in_flight_and_exits_zero() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [0])).unwrap();
+    for i in 40..50 {
+        sim.seed_assignment(i, "0x1", true);
+    }
+    sim.set_latency(Some(Route::Unassign), 200);
+    let mut child = spawn_watch(&sim, &file, &dir.join("state"));
+    eventually("unassigns under way", T, || sim.count(Route::Unassign) >= 2).await;
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    assert_eq!(code.code(), Some(0));
+    // The write in flight finished: every DELETE the sim received landed.
+    let landed = 10 - active(&sim).iter().filter(|i| **i >= 40).count() as u64;
+    assert_eq!(landed, sim.count(Route::Unassign));
+    assert!(landed < 10, "stopped before the end of the apply");
+}
