@@ -50,6 +50,7 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     rec.check_beacon().await?;
     let mut cache = ChainCache::new();
     let resolved = rec.resolve(&content, &mut cache, &Refresh::all()).await?;
+    resolved.log_counts(content.pubkeys.len() + content.indices.len());
     let mut snapshot = rec.list().await?;
 
     let apply = args.is_some_and(|a| a.apply && !a.dry_run);

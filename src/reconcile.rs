@@ -66,6 +66,28 @@ pub struct Resolved {
     pub excluded: usize,
     /// Ids sent to the beacon node this pass.
     pub looked_up: usize,
+    /// Up to three of the unknown ids, for the warning.
+    pub unknown_sample: Vec<String>,
+}
+
+impl Resolved {
+    /// Logs the unknown (pending) and excluded (withdrawn) counts.
+    pub fn log_counts(&self, total: usize) {
+        if self.unknown > 0 {
+            tracing::warn!(
+                unknown = self.unknown,
+                total,
+                sample = ?self.unknown_sample,
+                "the beacon node does not know some validators (deposits not yet processed, or typos); they are pending, not removed"
+            );
+        }
+        if self.excluded > 0 {
+            tracing::info!(
+                excluded = self.excluded,
+                "validators in withdrawal_* are no longer owned and leave the desired set"
+            );
+        }
+    }
 }
 
 /// What to do with a plan.
@@ -230,20 +252,7 @@ impl Reconciler {
                 validator_key: r.validator_key,
             });
         }
-        if resolved.unknown > 0 {
-            tracing::warn!(
-                unknown = resolved.unknown,
-                total = content.pubkeys.len() + content.indices.len(),
-                sample = ?unknown_sample,
-                "the beacon node does not know some validators (deposits not yet processed, or typos); they are pending, not removed"
-            );
-        }
-        if resolved.excluded > 0 {
-            tracing::info!(
-                excluded = resolved.excluded,
-                "validators in withdrawal_* are no longer owned and leave the desired set"
-            );
-        }
+        resolved.unknown_sample = unknown_sample;
         resolved.desired = desired;
         Ok(resolved)
     }

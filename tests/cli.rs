@@ -627,6 +627,22 @@ fn me_401_exits_2_without_retrying() {
 }
 
 #[test]
+fn an_auth_service_outage_exits_2_after_retries() {
+    let h = Harness::new();
+    h.mount(
+        Mock::given(method("GET"))
+            .and(path(ME))
+            .respond_with(ResponseTemplate::new(502).set_body_string("bad gateway")),
+    );
+    let r = run(h.cmd().arg("show").env("KEYSYNC_HTTP_ATTEMPTS", "3"));
+    r.expect(2)
+        .no_stdout()
+        .stderr_has(&["auth service", "HTTP 502", "after 3 attempts"]);
+    assert_eq!(h.count("GET", ME), 3);
+    assert_eq!(h.count("GET", LIST), 0);
+}
+
+#[test]
 fn list_403_exits_2() {
     let h = Harness::new();
     h.me_ok();

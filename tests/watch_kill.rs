@@ -57,25 +57,38 @@ async fn killed_mid_apply_restarts_and_converges_without_spurious_unassign() {
         (0..5).all(|i| a.contains(&i))
     };
     eventually("some unassigns landed", T, || {
-        assert!(desired_always_assigned(&sim), "a desired validator was unassigned");
+        assert!(
+            desired_always_assigned(&sim),
+            "a desired validator was unassigned"
+        );
         sim.count(Route::Unassign) >= 4
     })
     .await;
     child.kill().unwrap(); // SIGKILL: no cleanup at all
     child.wait().unwrap();
     let removed_before = 60 - 40 - active(&sim).iter().filter(|i| **i >= 40).count();
-    assert!(removed_before > 0 && removed_before < 20, "killed mid-apply ({removed_before} of 20 removed)");
+    assert!(
+        removed_before > 0 && removed_before < 20,
+        "killed mid-apply ({removed_before} of 20 removed)"
+    );
 
     let mut child = spawn_watch(&sim, &file, &state);
     eventually("converged after restart", T, || {
-        assert!(desired_always_assigned(&sim), "a desired validator was unassigned");
+        assert!(
+            desired_always_assigned(&sim),
+            "a desired validator was unassigned"
+        );
         active(&sim) == desired
     })
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
     // Every DELETE was for a stale row: at most 20, plus one in flight at the kill.
-    assert!(sim.count(Route::Unassign) <= 21, "{} unassigns", sim.count(Route::Unassign));
+    assert!(
+        sim.count(Route::Unassign) <= 21,
+        "{} unassigns",
+        sim.count(Route::Unassign)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,36 +177,36 @@ async fn validators_post(
 
 type PostBody = (Option<Vec<String>>, Vec<String>);
 
+/// The POST body as sent; `statuses` is `Some(None)` for an explicit null.
+#[derive(serde::Deserialize)]
+struct PostRequest {
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    statuses: Option<Option<Vec<String>>>,
+}
+
+/// Marks a field as present (so `null` differs from absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// `{"ids": [..]?, "statuses": [..]?}`; an empty body means "all". A
 /// `"statuses": null` is rejected like one real client does.
 fn parse_post_body(body: &[u8]) -> Result<PostBody, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok((None, Vec::new()));
     }
-    let value: serde_json::Value =
+    let req: PostRequest =
         serde_json::from_slice(body).map_err(|e| format!("Invalid JSON body: {e}"))?;
-    let obj = value.as_object().ok_or("body must be a JSON object")?;
-    let strings = |key: &str, v: &serde_json::Value| -> Result<Vec<String>, String> {
-        v.as_array()
-            .ok_or(format!("{key} must be an array of strings"))?
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or(format!("{key} must be an array of strings"))
-            })
-            .collect()
-    };
-    let ids = match obj.get("ids") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(strings("ids", v)?),
-    };
-    let statuses = match obj.get("statuses") {
-        None => Vec::new(),
-        Some(serde_json::Value::Null) => return Err("statuses must be an array, not null".into()),
-        Some(v) => strings("statuses", v)?,
-    };
-    Ok((ids, statuses))
+    match req.statuses {
+        Some(None) => Err("statuses must be an array, not null".into()),
+        statuses => Ok((req.ids, statuses.flatten().unwrap_or_default())),
+    }
 }
 
 /// Serialises the matching validators straight into one string.

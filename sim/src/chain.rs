@@ -10,13 +10,14 @@
 //! is produced. Direct overrides ([`Chain::set_status`]) take effect at once
 //! and freeze the validator (no further scripted transitions).
 //!
-//! Scale: one compact `Validator` per index in a `Vec`, one `HashMap` from the
-//! 48 pubkey bytes to the index with a cheap non-cryptographic hasher (a test
-//! double needs no HashDoS protection). 1,000,000 validators take ~200 MB.
+//! Scale: one compact `Validator` per index in a `Vec` (88 bytes; 1,000,000
+//! validators take ~90 MB). Generated pubkeys carry a bijection of their
+//! index, so pubkey → index is an arithmetic inverse plus one comparison, no
+//! map (a million-entry hash map is slow to build and cache-hostile); only
+//! pubkeys added by deposits sit in a small `HashMap`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// The beacon spec's "never" epoch.
 pub const FAR_FUTURE_EPOCH: u64 = u64::MAX;
@@ -171,34 +172,17 @@ struct PendingDeposit {
     known_epoch: u64,
 }
 
-/// A fast hasher for pseudo-random pubkey bytes (no DoS resistance needed).
-#[derive(Default)]
-pub struct PubkeyHasher(u64);
-
-impl Hasher for PubkeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(w))
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .rotate_left(29);
-        }
-    }
-    fn finish(&self) -> u64 {
-        splitmix64(self.0)
-    }
-}
-
-type PubkeyMap = HashMap<[u8; 48], u64, BuildHasherDefault<PubkeyHasher>>;
-
 /// The whole simulated chain.
 pub struct Chain {
     seed: u64,
     slots_per_epoch: u64,
     lifecycle: Lifecycle,
     validators: Vec<Validator>,
-    by_pubkey: PubkeyMap,
+    /// Indices `0..generated` carry [`generated_pubkey`]s, found by
+    /// inverting the index word (no map needed).
+    generated: u64,
+    /// Pubkeys of validators added later by deposits.
+    deposited: HashMap<[u8; 48], u64>,
     pending_deposits: Vec<PendingDeposit>,
     flux: BTreeMap<u64, Flux>,
     slot: u64,
@@ -206,13 +190,55 @@ pub struct Chain {
     reorgs: u64,
 }
 
-/// SplitMix64 finaliser: the fast deterministic hash behind every generated
-/// pubkey, root and signature.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+/// SplitMix64's output mix: a bijection on `u64`.
+fn fmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The inverse of `x ^ (x >> shift)`.
+fn unxorshift(y: u64, shift: u32) -> u64 {
+    let mut x = y;
+    let mut s = shift;
+    while s < 64 {
+        x ^= y >> s;
+        s += shift;
+    }
+    x
+}
+
+/// The multiplicative inverse of an odd `c` modulo 2^64 (Newton).
+const fn mod_inverse(c: u64) -> u64 {
+    let mut inv = c;
+    let mut i = 0;
+    while i < 6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(c.wrapping_mul(inv)));
+        i += 1;
+    }
+    inv
+}
+
+/// The inverse of [`fmix`].
+fn fmix_inverse(mut z: u64) -> u64 {
+    z = unxorshift(z, 31);
+    z = unxorshift(z.wrapping_mul(mod_inverse(0x94D0_49BB_1331_11EB)), 27);
+    unxorshift(z.wrapping_mul(mod_inverse(0xBF58_476D_1CE4_E5B9)), 30)
+}
+
+/// SplitMix64: the fast deterministic hash behind every generated pubkey,
+/// root and signature.
+pub fn splitmix64(x: u64) -> u64 {
+    fmix(x.wrapping_add(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The bijective word stored in bytes 1..9 of a generated pubkey.
+fn index_word(seed: u64, index: u64) -> u64 {
+    fmix(index ^ splitmix64(seed ^ 0x6A09_E667_F3BC_C909))
+}
+
+fn index_from_word(seed: u64, word: u64) -> u64 {
+    fmix_inverse(word) ^ splitmix64(seed ^ 0x6A09_E667_F3BC_C909)
 }
 
 /// `n` pseudo-random bytes from `(seed, domain, a)`.
@@ -227,10 +253,13 @@ fn hash_bytes<const N: usize>(seed: u64, domain: u64, a: u64) -> [u8; N] {
 }
 
 /// The deterministic pubkey generated for `index` under `seed`: 48 bytes,
-/// first byte in `0x80..=0xbf` (a compressed G1 point's flag bits).
+/// first byte in `0x80..=0xbf` (a compressed G1 point's flag bits), bytes
+/// 1..9 a bijection of the index (so distinct, and invertible for lookup),
+/// the rest SplitMix64 output of `(seed, index)`.
 pub fn generated_pubkey(seed: u64, index: u64) -> [u8; 48] {
     let mut pk: [u8; 48] = hash_bytes(seed, 0x5055_424b, index);
     pk[0] = 0x80 | (pk[0] & 0x3f);
+    pk[1..9].copy_from_slice(&index_word(seed, index).to_be_bytes());
     pk
 }
 
@@ -271,10 +300,8 @@ impl Chain {
     pub fn new(seed: u64, validators: u64, slots_per_epoch: u64, lifecycle: Lifecycle) -> Chain {
         let n = validators as usize;
         let mut vals = Vec::with_capacity(n);
-        let mut by_pubkey = PubkeyMap::with_capacity_and_hasher(n, Default::default());
         for i in 0..validators {
             let pubkey = generated_pubkey(seed, i);
-            by_pubkey.insert(pubkey, i);
             vals.push(Validator {
                 pubkey,
                 status: Status::ActiveOngoing,
@@ -290,7 +317,8 @@ impl Chain {
             slots_per_epoch: slots_per_epoch.max(1),
             lifecycle,
             validators: vals,
-            by_pubkey,
+            generated: validators,
+            deposited: HashMap::new(),
             pending_deposits: Vec::new(),
             flux: BTreeMap::new(),
             slot: 0,
@@ -328,7 +356,18 @@ impl Chain {
     }
 
     pub fn index_of(&self, pubkey: &[u8; 48]) -> Option<u64> {
-        self.by_pubkey.get(pubkey).copied()
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&pubkey[1..9]);
+        let i = index_from_word(self.seed, u64::from_be_bytes(word));
+        if i < self.generated
+            && self
+                .validators
+                .get(i as usize)
+                .is_some_and(|v| &v.pubkey == pubkey)
+        {
+            return Some(i);
+        }
+        self.deposited.get(pubkey).copied()
     }
 
     pub fn status(&self, index: u64) -> Option<Status> {
@@ -457,7 +496,7 @@ impl Chain {
         self.pending_deposits = later;
         for d in due {
             let index = self.len();
-            self.by_pubkey.insert(d.pubkey, index);
+            self.deposited.insert(d.pubkey, index);
             self.validators.push(Validator {
                 pubkey: d.pubkey,
                 status: Status::PendingInitialized,
@@ -562,7 +601,7 @@ impl Chain {
     }
 
     fn is_known_or_pending(&self, pk: &[u8; 48]) -> bool {
-        self.by_pubkey.contains_key(pk) || self.pending_deposits.iter().any(|d| &d.pubkey == pk)
+        self.index_of(pk).is_some() || self.pending_deposits.iter().any(|d| &d.pubkey == pk)
     }
 
     /// Requests a voluntary exit: returns the `voluntary_exit` event (emitted
@@ -689,6 +728,25 @@ mod tests {
             assert_eq!(a.index_of(&pk), Some(i));
         }
         assert_ne!(generated_pubkey(1, 0), generated_pubkey(2, 0));
+    }
+
+    #[test]
+    fn index_word_inverts() {
+        assert_eq!(
+            mod_inverse(0x94D0_49BB_1331_11EB).wrapping_mul(0x94D0_49BB_1331_11EB),
+            1
+        );
+        for seed in [0, 1, u64::MAX] {
+            for i in [0, 1, 2, 1_000_000, u64::MAX] {
+                assert_eq!(index_from_word(seed, index_word(seed, i)), i);
+            }
+        }
+        let c = chain(10);
+        // A pubkey whose index word points at a real index but whose other
+        // bytes differ is unknown.
+        let mut forged = c.pubkey(3);
+        forged[47] ^= 1;
+        assert_eq!(c.index_of(&forged), None);
     }
 
     #[test]
@@ -883,37 +941,5 @@ mod tests {
         assert_eq!(ev.topic, "chain_reorg");
         assert!(ev.data.contains("\"depth\":\"2\""));
         assert_ne!(before, c.block_root(3));
-    }
-}
-
-#[cfg(test)]
-mod perf_probe {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn probe() {
-        let t = std::time::Instant::now();
-        let v: Vec<u8> = vec![1u8; 200 << 20];
-        eprintln!("touch 200MB {:?} {}", t.elapsed(), v[12345]);
-        drop(v);
-        let t = std::time::Instant::now();
-        let mut m = PubkeyMap::with_capacity_and_hasher(1_000_000, Default::default());
-        eprintln!("map alloc {:?}", t.elapsed());
-        for i in 0..1_000_000u64 {
-            m.insert(generated_pubkey(0, i), i);
-        }
-        eprintln!("map fill {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let mut n = 0;
-        for i in 0..1_000_000u64 {
-            n += m.get(&generated_pubkey(0, i)).copied().unwrap_or(0) & 1;
-        }
-        eprintln!("map lookups {:?} {n}", t.elapsed());
-        let t = std::time::Instant::now();
-        let mut m2: HashMap<[u8; 48], u64> = HashMap::with_capacity(1_000_000);
-        for i in 0..1_000_000u64 {
-            m2.insert(generated_pubkey(0, i), i);
-        }
-        eprintln!("sip map fill {:?}", t.elapsed());
     }
 }

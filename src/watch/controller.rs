@@ -45,6 +45,8 @@ pub struct Controller {
     pub watched: BTreeSet<ValidatorIndex>,
     pub shutdown: watch::Receiver<bool>,
     pub failures: u32,
+    /// (unknown, excluded) of the last pass: logged only when they change.
+    pub last_counts: (usize, usize),
 }
 
 impl Controller {

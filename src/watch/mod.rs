@@ -150,6 +150,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             watched: Default::default(),
             shutdown: task_shutdown,
             failures: 0,
+            last_counts: (0, 0),
         };
         let code = controller.run(rx).await;
         notify_systemd("STOPPING=1");
