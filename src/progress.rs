@@ -44,11 +44,7 @@ impl Progress {
             return;
         }
         *last = Instant::now();
-        let pct = if self.total == 0 {
-            100
-        } else {
-            done * 100 / self.total
-        };
+        let pct = (done * 100).checked_div(self.total).unwrap_or(100);
         let _ = write!(
             std::io::stderr(),
             "\r{}: {done}/{} ({pct}%)",

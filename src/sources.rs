@@ -334,6 +334,61 @@ fn deposit_data_from(path: &Path, rows: &[Value]) -> Result<SourceContent, Sourc
     Ok(out)
 }
 
+/// Whether a drop-directory file name is a temporary or hidden file that is
+/// not (yet) an input: `.name`, `name~`, `*.swp`, `*.tmp`, `*.part`.
+pub fn is_ignored_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [".swp", ".swx", ".tmp", ".part", ".partial"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+/// The input files of a drop directory, sorted by name.
+pub fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let io = |source| SourceError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_ignored_name(&name) {
+            continue;
+        }
+        if entry.file_type().map_err(io)?.is_file()
+            || std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+        {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every configured input, read strictly (one-shot commands): the first
+/// error fails the run.
+pub fn read_all(inputs: &crate::settings::Inputs) -> Result<SourceContent, SourceError> {
+    let mut all = SourceContent::default();
+    let files = [
+        (SourceKind::Pubkeys, &inputs.pubkeys_file),
+        (SourceKind::IndexList, &inputs.index_list_file),
+        (SourceKind::Records, &inputs.indices_file),
+    ];
+    for (kind, path) in files {
+        if let Some(p) = path {
+            all.extend(&read(kind, p)?);
+        }
+    }
+    if let Some(dir) = &inputs.input_dir {
+        for p in dir_files(dir)? {
+            all.extend(&read(SourceKind::Detect, &p)?);
+        }
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,59 +496,4 @@ mod tests {
         let e = parse(SourceKind::Pubkeys, Path::new("f"), b"a\nb\n\xff\n").unwrap_err();
         assert_eq!(e.to_string(), "f:3: not UTF-8 text");
     }
-}
-
-/// Whether a drop-directory file name is a temporary or hidden file that is
-/// not (yet) an input: `.name`, `name~`, `*.swp`, `*.tmp`, `*.part`.
-pub fn is_ignored_name(name: &str) -> bool {
-    name.starts_with('.')
-        || name.ends_with('~')
-        || [".swp", ".swx", ".tmp", ".part", ".partial"]
-            .iter()
-            .any(|s| name.ends_with(s))
-}
-
-/// The input files of a drop directory, sorted by name.
-pub fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let io = |source| SourceError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_ignored_name(&name) {
-            continue;
-        }
-        if entry.file_type().map_err(io)?.is_file()
-            || std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
-        {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Every configured input, read strictly (one-shot commands): the first
-/// error fails the run.
-pub fn read_all(inputs: &crate::settings::Inputs) -> Result<SourceContent, SourceError> {
-    let mut all = SourceContent::default();
-    let files = [
-        (SourceKind::Pubkeys, &inputs.pubkeys_file),
-        (SourceKind::IndexList, &inputs.index_list_file),
-        (SourceKind::Records, &inputs.indices_file),
-    ];
-    for (kind, path) in files {
-        if let Some(p) = path {
-            all.extend(&read(kind, p)?);
-        }
-    }
-    if let Some(dir) = &inputs.input_dir {
-        for p in dir_files(dir)? {
-            all.extend(&read(SourceKind::Detect, &p)?);
-        }
-    }
-    Ok(all)
 }

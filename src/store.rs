@@ -6,6 +6,7 @@
 //! - `sources`: the last content of each input that parsed (invariant 1);
 //! - `journal`: the apply in flight, so a kill mid-apply is seen and resumed;
 //! - `meta`: the schema version.
+//!
 //! An unknown, foreign or corrupt store is moved aside and rebuilt, never a
 //! crash loop; a store locked by another keysync is refused (two writers
 //! must not share one directory). Never holds the API key or any secret.

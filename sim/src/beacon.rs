@@ -201,6 +201,9 @@ fn parse_post_body(body: &[u8]) -> Result<PostBody, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok((None, Vec::new()));
     }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("body must be a JSON object".into());
+    }
     let req: PostRequest =
         serde_json::from_slice(body).map_err(|e| format!("Invalid JSON body: {e}"))?;
     match req.statuses {

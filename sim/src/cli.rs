@@ -3,7 +3,7 @@
 //! "api_key", "operator_id"}`, for scripts), logs on stderr, exit 0 on
 //! SIGINT/SIGTERM. Everything else is driven through the control API.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -98,6 +98,7 @@ pub fn cli_main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -165,13 +165,11 @@ impl Controller {
         }
         let mut refresh = p.refresh.clone();
         for i in &p.exits {
-            if self.cache.get(*i).is_some() && self.ours(*i, &content) {
-                if self.watched.insert(*i) {
-                    tracing::info!(
-                        validator_index = i,
-                        "voluntary exit seen for one of ours; watching its status closely"
-                    );
-                }
+            if self.ours(*i, &content) && self.watched.insert(*i) {
+                tracing::info!(
+                    validator_index = i,
+                    "voluntary exit seen for one of ours; watching its status closely"
+                );
             }
         }
         if refresh.epoch || !p.exits.is_empty() {
