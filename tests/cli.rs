@@ -790,7 +790,7 @@ fn a_key_that_is_not_ovi_exits_4() {
 }
 
 #[test]
-fn a_plain_http_api_url_to_a_remote_host_exits_4() {
+fn invariant_6_a_plain_http_api_url_to_a_remote_host_exits_4() {
     let h = Harness::new();
     config_error(
         &h,
@@ -823,7 +823,7 @@ fn userinfo_in_the_beacon_url_exits_4() {
 }
 
 #[test]
-fn a_bad_pubkey_names_the_file_and_line() {
+fn invariant_1_a_bad_pubkey_names_the_file_and_line_and_removes_nothing() {
     let h = Harness::new();
     let keys = h.file(
         "keys.txt",
@@ -928,7 +928,7 @@ fn a_beacon_node_on_another_chain_exits_4() {
 // ---- exit 5 --------------------------------------------------------------
 
 #[test]
-fn eleven_planned_unassigns_trip_the_default_guardrail() {
+fn invariant_3_eleven_planned_unassigns_trip_the_default_guardrail() {
     let h = Harness::new();
     h.me_ok();
     let mut registry = vec![(1, "0x1", true)];
@@ -972,7 +972,7 @@ fn raising_max_deletes_lets_the_unassigns_through() {
 // ---- exit 6 --------------------------------------------------------------
 
 #[test]
-fn a_beacon_url_answering_404_html_exits_6() {
+fn invariant_2_a_beacon_url_answering_404_html_exits_6_and_removes_nothing() {
     let h = Harness::new();
     h.me_ok();
     let beacon = h.server();

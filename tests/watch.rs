@@ -48,7 +48,7 @@ async fn file_append_assigns_and_line_removal_unassigns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_written_or_garbage_file_changes_nothing() {
+async fn invariant_1_half_written_or_garbage_file_changes_nothing() {
     let sim = sim(64).await;
     let (_d, dir) = tmp();
     let file = dir.join("validators.pubkeys");
@@ -241,7 +241,7 @@ async fn console_storms_delay_but_never_lose_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guardrail_holds_mass_deletes_until_the_limit_is_raised() {
+async fn invariant_3_daemon_holds_mass_deletes_until_the_limit_is_raised() {
     let sim = sim(64).await;
     let (_d, dir) = tmp();
     let file = dir.join("v.pubkeys");
@@ -435,4 +435,103 @@ async fn ops_endpoints_answer() {
         "the key never appears in metrics"
     );
     daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant_2_failing_beacon_never_removes_anything() {
+    let sim = sim(32).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("ours.txt");
+    std::fs::write(&file, "1\n2\n3\n4\n").unwrap();
+    let mut c = watch_common(&sim, None);
+    c.index_list_file = Some(file.clone());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned", T, || active(&sim) == vec![1, 2, 3, 4]).await;
+    let errors = || {
+        daemon
+            .metrics
+            .get("keysync_reconciles_total", &[("result", "error")])
+    };
+
+    // Strange answers: 500s, then non-JSON, on every validators call.
+    sim.fail_next(Route::ValidatorsPost, 500, 1_000, None);
+    sim.fail_next(Route::ValidatorsGet, 500, 1_000, None);
+    std::fs::write(&file, "1\n2\n3\n4\n# touched\n").unwrap();
+    eventually("passes fail while the beacon fails", T, || errors() >= 1.0).await;
+    sim.fail_next(Route::ValidatorsPost, 500, 0, None);
+    sim.fail_next(Route::ValidatorsGet, 500, 0, None);
+    sim.non_json_next(Route::ValidatorsPost, 1_000);
+    sim.non_json_next(Route::DepositContract, 1_000);
+    let before = errors();
+    eventually("passes fail on non-JSON answers", T, || errors() > before).await;
+    // Down entirely.
+    sim.non_json_next(Route::ValidatorsPost, 0);
+    sim.non_json_next(Route::DepositContract, 0);
+    sim.stop_beacon().await;
+    let before = errors();
+    std::fs::write(&file, "1\n2\n3\n4\n# touched again\n").unwrap();
+    eventually("passes fail with the beacon down", T, || errors() > before).await;
+    assert_eq!(active(&sim), vec![1, 2, 3, 4], "nothing removed");
+    assert_eq!(sim.count(Route::Unassign), 0);
+
+    // Back: converges, still nothing removed.
+    sim.start_beacon().await.unwrap();
+    let ok = daemon
+        .metrics
+        .get("keysync_reconciles_total", &[("result", "ok")]);
+    eventually("recovered", T, || {
+        daemon
+            .metrics
+            .get("keysync_reconciles_total", &[("result", "ok")])
+            > ok
+    })
+    .await;
+    assert_eq!(active(&sim), vec![1, 2, 3, 4]);
+    assert_eq!(sim.count(Route::Unassign), 0);
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_metrics_and_logs_never_hold_the_api_key() {
+    let sim = sim(16).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [1, 2])).unwrap();
+    let state = dir.join("state");
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &state, true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned", T, || active(&sim) == vec![1, 2]).await;
+    let metrics = daemon.metrics.render();
+    daemon.stop().await.unwrap();
+    let key = sim.api_key();
+    assert!(!metrics.contains(&key));
+    let mut files = 0;
+    for entry in walk(&state) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "key found in {}",
+            entry.display()
+        );
+        files += 1;
+    }
+    assert!(files > 0, "the store wrote files");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -37,7 +37,7 @@ fn spawn_watch(sim: &keysync_sim::Sim, file: &std::path::Path, state: &std::path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_apply_restarts_and_converges_without_spurious_unassign() {
+async fn invariant_5_killed_mid_apply_restarts_and_converges_without_spurious_unassign() {
     let sim = sim(64).await;
     let (_d, dir) = tmp();
     let file = dir.join("v.pubkeys");

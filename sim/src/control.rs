@@ -1,5 +1,5 @@
 //! The JSON control API under `/sim/…` on the main listener: the same
-//! powers as the [`Sim`](crate::Sim) handle, for the binary, demos and the
+//! powers as the [`Sim`] handle, for the binary, demos and the
 //! benchmark. Control routes are never faulted or counted.
 //!
 //! | route | body / query | answer |

@@ -68,10 +68,17 @@ impl Controller {
                 }
             } else if let Some(at) = retry_at.take() {
                 // Backing off after a failure: gather triggers until then.
+                // A stream reconnect means the beacon node is back: go now.
                 loop {
                     tokio::select! {
                         t = rx.recv() => match t {
-                            Some(t) => pending.add(t),
+                            Some(t) => {
+                                let back = t == Trigger::Reconnected;
+                                pending.add(t);
+                                if back {
+                                    break;
+                                }
+                            }
                             None => break,
                         },
                         _ = tokio::time::sleep_until(at) => break,
