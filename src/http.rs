@@ -180,10 +180,6 @@ impl Http {
         })
     }
 
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     pub fn retry(&self) -> RetryPolicy {
         self.retry
     }
@@ -194,10 +190,6 @@ impl Http {
             retry,
             ..self.clone()
         }
-    }
-
-    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
-        self.metrics.as_ref()
     }
 
     /// Removes every secret from `text`.

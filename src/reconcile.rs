@@ -16,7 +16,7 @@ use crate::beacon::{BeaconClient, ValidatorId};
 use crate::cache::ChainCache;
 use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, ValidatorIndex};
 use crate::error::Error;
-use crate::http::{Http, Party};
+use crate::http::Http;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, RegistrySnapshot};
 use crate::progress::Progress;
@@ -380,15 +380,6 @@ fn lookups(
         visit(Some(*i), None);
     }
     (full, epoch)
-}
-
-/// The party name for logs of a failed pass.
-pub fn party_of(e: &Error) -> Option<Party> {
-    match e {
-        Error::Beacon(_) => Some(Party::Beacon),
-        Error::Registry(_) | Error::Apply(_) => Some(Party::Console),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

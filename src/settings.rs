@@ -528,10 +528,7 @@ impl Settings {
                 return Err(cfg_err("--slot-ms", "must be at least 1"));
             }
             WatchSettings {
-                apply: apply_cli
-                    || (!matches!(command, Command::Sync(_))
-                        && r.file.apply.unwrap_or(false)
-                        && w.is_some()),
+                apply: w.is_some() && (apply_cli || r.file.apply.unwrap_or(false)),
                 data_dir: path(r.pick(
                     &w.and_then(|w| w.data_dir.clone()),
                     "data_dir",

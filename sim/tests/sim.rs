@@ -609,7 +609,7 @@ async fn validators_get_and_post() {
 
     // Same shape as the real Lodestar capture (key for key).
     let fixture: Value = serde_json::from_str(include_str!(
-        "../../../shared/fixtures/lodestar-1.5.1/validators-response.json"
+        "../../tests/fixtures/lodestar-1.5.1/validators-response.json"
     ))
     .unwrap();
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
@@ -930,7 +930,7 @@ async fn sse_framing_topics_and_epoch_transition() {
         }
     }
     // Same keys in the same order as the real capture's head event.
-    let fixture = include_str!("../../../shared/fixtures/lodestar-1.5.1/sse-stream.txt");
+    let fixture = include_str!("../../tests/fixtures/lodestar-1.5.1/sse-stream.txt");
     let real_head = fixture
         .lines()
         .find(|l| l.starts_with("data: {\"slot\"") && l.contains("\"state\""))

@@ -96,24 +96,6 @@ impl InputSet {
         (files, self.inputs.input_dir.clone())
     }
 
-    /// Paths whose changes matter: the configured files and the drop dir.
-    pub fn is_input(&self, path: &Path) -> bool {
-        let configured = [
-            &self.inputs.pubkeys_file,
-            &self.inputs.index_list_file,
-            &self.inputs.indices_file,
-        ];
-        if configured.iter().any(|p| p.as_deref() == Some(path)) {
-            return true;
-        }
-        match (&self.inputs.input_dir, path.parent(), path.file_name()) {
-            (Some(dir), Some(parent), Some(name)) => {
-                parent == dir && !sources::is_ignored_name(&name.to_string_lossy())
-            }
-            _ => false,
-        }
-    }
-
     /// Directories to watch (parents of the configured files, the drop dir):
     /// watching the directory survives editors that replace files by rename.
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
@@ -240,12 +222,5 @@ impl InputSet {
     /// are unknown.
     pub fn complete(&self) -> bool {
         self.entries.values().all(|e| e.known)
-    }
-
-    pub fn failing(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.failing || !e.known)
-            .count()
     }
 }
