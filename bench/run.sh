@@ -31,6 +31,10 @@ trap cleanup EXIT
 echo "== building release binaries" >&2
 cargo build --release --bins
 TARGET="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
+# Snapshot the binaries: others may rebuild target/release while this runs.
+BIN="$VENV/bin-snapshot"
+mkdir -p "$BIN"
+cp "$TARGET/keysync" "$TARGET/keysync-sim" "$BIN/"
 
 if [[ ! -x /usr/bin/time ]]; then
   echo "== GNU time missing: installing it (apt)" >&2
@@ -43,12 +47,12 @@ if [[ "${SKIP_ONESHOT:-0}" != 1 ]]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "$PIP_SPEC"
   echo "== one-shot benchmark (latency ${LATENCY_MS} ms)" >&2
   timeout 7200 python3 bench/oneshot.py \
-    --keysync "$TARGET/keysync" --sim "$TARGET/keysync-sim" --original "$VENV/bin/keysync" \
+    --keysync "$BIN/keysync" --sim "$BIN/keysync-sim" --original "$VENV/bin/keysync" \
     --latency-ms "$LATENCY_MS" --sizes "$SIZES" --keysync-only "$KEYSYNC_ONLY" \
     --out BENCHMARKS.md --json "$TARGET/bench-oneshot.json"
 fi
 
 if [[ "${SKIP_WATCH:-0}" != 1 ]]; then
   echo "== daemon benchmark" >&2
-  KEYSYNC_BIN="$TARGET/keysync" timeout 1200 cargo run --release --example watch-bench
+  KEYSYNC_BIN="$BIN/keysync" timeout 1200 cargo run --release --example watch-bench
 fi

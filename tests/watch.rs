@@ -535,3 +535,64 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_drift_made_by_others_is_repaired_on_resync() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [1, 2, 3])).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let mut args = watch_args(c, &dir.join("state"), true, 10);
+    args.resync_secs = Some(1);
+    let daemon = watch::start(settings(args)).await.unwrap();
+    eventually("assigned", T, || active(&sim) == vec![1, 2, 3]).await;
+    // Someone else deactivates one of ours and assigns a stranger.
+    sim.seed_assignment(2, "0x1", false);
+    sim.seed_assignment(50, "0x1", true);
+    eventually("drift repaired", T, || active(&sim) == vec![1, 2, 3]).await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_costs_no_console_request_and_one_status_check_per_epoch() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 0..20)).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned", T, || active(&sim).len() == 20).await;
+    // Let the start-up passes settle: one full epoch with the stream up.
+    let e0 = sim.current_epoch();
+    eventually("an epoch passes", T, || sim.current_epoch() >= e0 + 2).await;
+    sim.reset_counts();
+    let start = sim.current_epoch();
+    eventually("four epochs pass", T, || sim.current_epoch() >= start + 4).await;
+    let epochs = sim.current_epoch() - start;
+    let console: u64 = [
+        Route::Me,
+        Route::List,
+        Route::Register,
+        Route::Assign,
+        Route::Unassign,
+    ]
+    .iter()
+    .map(|r| sim.count(*r))
+    .sum();
+    assert_eq!(console, 0, "no console request when nothing changed");
+    let beacon = sim.count(Route::ValidatorsPost) + sim.count(Route::ValidatorsGet);
+    assert!(
+        beacon <= epochs + 1,
+        "{beacon} status requests over {epochs} epochs"
+    );
+    assert!(
+        beacon >= epochs - 1,
+        "statuses are checked every epoch ({beacon} over {epochs})"
+    );
+    daemon.stop().await.unwrap();
+}

@@ -47,6 +47,8 @@ pub struct Controller {
     pub failures: u32,
     /// (unknown, excluded) of the last pass: logged only when they change.
     pub last_counts: (usize, usize),
+    /// When statuses were last refreshed.
+    pub last_epoch_refresh: Option<Instant>,
 }
 
 impl Controller {
@@ -171,6 +173,17 @@ impl Controller {
             self.rec.check_beacon().await?;
         }
         let mut refresh = p.refresh.clone();
+        // A finalized checkpoint without an epoch refresh in the last two
+        // slots (a node that does not flag epoch_transition) refreshes too.
+        let recent = self
+            .last_epoch_refresh
+            .is_some_and(|t| t.elapsed() < self.settings.watch.slot * 2);
+        if p.finalized && !refresh.epoch && !recent {
+            refresh.epoch = true;
+        }
+        if refresh.epoch || refresh.all {
+            self.last_epoch_refresh = Some(Instant::now());
+        }
         for i in &p.exits {
             if self.ours(*i, &content) && self.watched.insert(*i) {
                 tracing::info!(

@@ -151,6 +151,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             shutdown: task_shutdown,
             failures: 0,
             last_counts: (0, 0),
+            last_epoch_refresh: None,
         };
         let code = controller.run(rx).await;
         notify_systemd("STOPPING=1");

@@ -60,6 +60,8 @@ pub struct Pending {
     pub refresh: Refresh,
     /// Indices reported exiting (kept if ours).
     pub exits: BTreeSet<ValidatorIndex>,
+    /// A finalized checkpoint arrived.
+    pub finalized: bool,
     /// Re-list the registry in full.
     pub relist: bool,
     /// Check the beacon node's chain before resolving.
@@ -86,7 +88,10 @@ impl Pending {
             Trigger::Source(p) => {
                 self.paths.insert(p);
             }
-            Trigger::Epoch | Trigger::Finalized | Trigger::Reorg => self.refresh.epoch = true,
+            Trigger::Epoch | Trigger::Reorg => self.refresh.epoch = true,
+            // Statuses move only at epoch boundaries: a checkpoint refreshes
+            // them only if no epoch refresh ran just before (see controller).
+            Trigger::Finalized => self.finalized = true,
             Trigger::Exit(i) => {
                 self.exits.insert(i);
             }
@@ -109,6 +114,7 @@ impl Pending {
         self.all_sources |= other.all_sources;
         self.refresh.merge(&other.refresh);
         self.exits.extend(other.exits);
+        self.finalized |= other.finalized;
         self.relist |= other.relist;
         self.check_beacon |= other.check_beacon;
         self.first_at = match (self.first_at, other.first_at) {
@@ -131,7 +137,7 @@ mod tests {
         p.add(Trigger::Finalized);
         p.add(Trigger::Exit(5));
         assert_eq!(p.paths.len(), 1);
-        assert!(p.refresh.epoch && !p.refresh.all && !p.relist);
+        assert!(p.refresh.epoch && p.finalized && !p.refresh.all && !p.relist);
         assert_eq!(p.exits, [5].into());
         let mut q = Pending::default();
         q.add(Trigger::Reconnected);
