@@ -596,3 +596,69 @@ async fn steady_state_costs_no_console_request_and_one_status_check_per_epoch() 
     );
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beacon_on_the_wrong_chain_is_skipped_and_the_preferred_one_comes_back() {
+    // Two beacon nodes with the same validators; the registry is `sim`'s.
+    let sim = sim(16).await;
+    let wrong = sim_with(keysync_sim::SimConfig {
+        validators: 16,
+        slot_ms: SLOT_MS,
+        slots_per_epoch: SLOTS_PER_EPOCH,
+        chain_id: 5,
+        ..Default::default()
+    })
+    .await;
+    let backup = sim_with(keysync_sim::SimConfig {
+        validators: 16,
+        slot_ms: SLOT_MS,
+        slots_per_epoch: SLOTS_PER_EPOCH,
+        ..Default::default()
+    })
+    .await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [2, 5])).unwrap();
+
+    // Preferred order: a node on the wrong chain, then the backup.
+    let mut c = watch_common(
+        &sim,
+        Some(format!("{},{}", wrong.beacon_url(), backup.beacon_url())),
+    );
+    c.pubkeys_file = Some(file.clone());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned through the backup", T, || {
+        active(&sim) == vec![2, 5]
+    })
+    .await;
+    assert_eq!(
+        wrong.count(Route::ValidatorsPost) + wrong.count(Route::Events),
+        0,
+        "never used the wrong chain"
+    );
+    daemon.stop().await.unwrap();
+
+    // Preferred: `sim`'s own beacon, down at start; the backup takes over,
+    // then keysync comes back to the preferred one once it is up.
+    sim.stop_beacon().await;
+    let mut c = watch_common(
+        &sim,
+        Some(format!("{},{}", sim.beacon_url(), backup.beacon_url())),
+    );
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state2"), true, 10)))
+        .await
+        .unwrap();
+    eventually("streaming from the backup", T, || {
+        backup.open_streams() >= 1 && daemon.health.stream_connected()
+    })
+    .await;
+    sim.start_beacon().await.unwrap();
+    eventually("back on the preferred beacon", T, || {
+        sim.open_streams() >= 1
+    })
+    .await;
+    daemon.stop().await.unwrap();
+}

@@ -113,3 +113,36 @@ async fn sigterm_finishes_the_write_in_flight_and_exits_zero() {
     assert_eq!(landed, sim.count(Route::Unassign));
     assert!(landed < 10, "stopped before the end of the apply");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_when_ready() {
+    let sim = sim(8).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [1])).unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keysync"));
+    cmd.args(["watch", "--apply"])
+        .env_clear()
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("KEYSYNC_API_URL", sim.url())
+        .env("KEYSYNC_AUTH_URL", sim.url())
+        .env("KEYSYNC_API_KEY", sim.api_key())
+        .env("KEYSYNC_BEACON_URL", sim.beacon_url())
+        .env("KEYSYNC_PUBKEYS_FILE", &file)
+        .env("KEYSYNC_DATA_DIR", dir.join("state"))
+        .env("KEYSYNC_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::task::spawn_blocking(move || sock.recv(&mut buf).map(|n| buf[..n].to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&n), "READY=1");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -55,7 +55,7 @@ pub async fn follow(
     // Two slots of silence (at least one second) mean the stream is dead.
     let silence = (cfg.slot * 2).max(Duration::from_secs(1));
     // After a failover, try the preferred node again after this long.
-    let come_back = (cfg.slot * 10).max(Duration::from_secs(30));
+    let come_back = (cfg.slot * 10).max(Duration::from_secs(2));
     let mut failures: u32 = 0;
     loop {
         if *shutdown.borrow() {
