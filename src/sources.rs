@@ -367,19 +367,25 @@ pub fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     Ok(out)
 }
 
+/// The configured input files with their formats (the drop directory aside).
+pub fn configured(
+    inputs: &crate::settings::Inputs,
+) -> impl Iterator<Item = (SourceKind, &PathBuf)> {
+    [
+        (SourceKind::Pubkeys, &inputs.pubkeys_file),
+        (SourceKind::IndexList, &inputs.index_list_file),
+        (SourceKind::Records, &inputs.indices_file),
+    ]
+    .into_iter()
+    .filter_map(|(kind, path)| path.as_ref().map(|p| (kind, p)))
+}
+
 /// Every configured input, read strictly (one-shot commands): the first
 /// error fails the run.
 pub fn read_all(inputs: &crate::settings::Inputs) -> Result<SourceContent, SourceError> {
     let mut all = SourceContent::default();
-    let files = [
-        (SourceKind::Pubkeys, &inputs.pubkeys_file),
-        (SourceKind::IndexList, &inputs.index_list_file),
-        (SourceKind::Records, &inputs.indices_file),
-    ];
-    for (kind, path) in files {
-        if let Some(p) = path {
-            all.extend(&read(kind, p)?);
-        }
+    for (kind, path) in configured(inputs) {
+        all.extend(&read(kind, path)?);
     }
     if let Some(dir) = &inputs.input_dir {
         for p in dir_files(dir)? {

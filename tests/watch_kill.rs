@@ -13,6 +13,15 @@ use support::*;
 const T: Duration = Duration::from_secs(30);
 
 fn spawn_watch(sim: &keysync_sim::Sim, file: &std::path::Path, state: &std::path::Path) -> Child {
+    spawn_watch_with(sim, file, state, &[])
+}
+
+fn spawn_watch_with(
+    sim: &keysync_sim::Sim,
+    file: &std::path::Path,
+    state: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_keysync"))
         .arg("watch")
         .arg("--apply")
@@ -30,6 +39,7 @@ fn spawn_watch(sim: &keysync_sim::Sim, file: &std::path::Path, state: &std::path
         .env("KEYSYNC_SLOT_MS", SLOT_MS.to_string())
         .env("KEYSYNC_HTTP_BACKOFF_MS", "5")
         .env("KEYSYNC_LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -123,20 +133,12 @@ async fn tells_systemd_when_ready() {
     let sock_path = dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(T)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keysync"));
-    cmd.args(["watch", "--apply"])
-        .env_clear()
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("KEYSYNC_API_URL", sim.url())
-        .env("KEYSYNC_AUTH_URL", sim.url())
-        .env("KEYSYNC_API_KEY", sim.api_key())
-        .env("KEYSYNC_BEACON_URL", sim.beacon_url())
-        .env("KEYSYNC_PUBKEYS_FILE", &file)
-        .env("KEYSYNC_DATA_DIR", dir.join("state"))
-        .env("KEYSYNC_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn_watch_with(
+        &sim,
+        &file,
+        &dir.join("state"),
+        &[("NOTIFY_SOCKET", sock_path.as_os_str())],
+    );
     let mut buf = [0u8; 64];
     let n = tokio::task::spawn_blocking(move || sock.recv(&mut buf).map(|n| buf[..n].to_vec()))
         .await

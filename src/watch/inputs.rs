@@ -39,24 +39,17 @@ impl InputSet {
     /// The configured inputs, with the last good content from the store.
     pub fn restore(inputs: Inputs, store: &Store) -> InputSet {
         let mut entries = BTreeMap::new();
-        let configured = [
-            (SourceKind::Pubkeys, &inputs.pubkeys_file),
-            (SourceKind::IndexList, &inputs.index_list_file),
-            (SourceKind::Records, &inputs.indices_file),
-        ];
-        for (kind, path) in configured {
-            if let Some(p) = path {
-                let stored = store.load_source(&key(p));
-                entries.insert(
-                    p.clone(),
-                    Entry {
-                        kind,
-                        known: stored.is_some(),
-                        content: stored.unwrap_or_default(),
-                        failing: false,
-                    },
-                );
-            }
+        for (kind, p) in sources::configured(&inputs) {
+            let stored = store.load_source(&key(p));
+            entries.insert(
+                p.clone(),
+                Entry {
+                    kind,
+                    known: stored.is_some(),
+                    content: stored.unwrap_or_default(),
+                    failing: false,
+                },
+            );
         }
         if let Some(dir) = &inputs.input_dir {
             let prefix = key(dir);
@@ -84,35 +77,23 @@ impl InputSet {
 
     /// The configured files and the drop directory.
     pub fn paths(&self) -> (Vec<PathBuf>, Option<PathBuf>) {
-        let files = [
-            &self.inputs.pubkeys_file,
-            &self.inputs.index_list_file,
-            &self.inputs.indices_file,
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+        let files = sources::configured(&self.inputs)
+            .map(|(_, p)| p.clone())
+            .collect();
         (files, self.inputs.input_dir.clone())
     }
 
     /// Directories to watch (parents of the configured files, the drop dir):
     /// watching the directory survives editors that replace files by rename.
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = [
-            &self.inputs.pubkeys_file,
-            &self.inputs.index_list_file,
-            &self.inputs.indices_file,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            p.parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        })
-        .chain(self.inputs.input_dir.clone())
-        .collect();
+        let mut dirs: Vec<PathBuf> = sources::configured(&self.inputs)
+            .map(|(_, p)| {
+                p.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+            })
+            .chain(self.inputs.input_dir.clone())
+            .collect();
         dirs.sort();
         dirs.dedup();
         dirs
