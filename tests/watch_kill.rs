@@ -41,9 +41,19 @@ fn spawn_watch_with(
         .env("KEYSYNC_LOG_FORMAT", "json")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(state))
         .spawn()
         .expect("keysync starts")
+}
+
+/// stderr of every run on `state`, appended to `<state>.log`.
+fn log_file(state: &std::path::Path) -> Stdio {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.with_extension("log"))
+        .expect("log file");
+    Stdio::from(f)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,6 +132,16 @@ async fn sigterm_finishes_the_write_in_flight_and_exits_zero() {
     let landed = 10 - active(&sim).iter().filter(|i| **i >= 40).count() as u64;
     assert_eq!(landed, sim.count(Route::Unassign));
     assert!(landed < 10, "stopped before the end of the apply");
+    // --log-format json: every stderr line of the daemon is one JSON object.
+    let log = std::fs::read_to_string(dir.join("state.log")).unwrap();
+    assert!(log.lines().count() > 3, "{log}");
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.is_object(), "{line}");
+    }
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(!log.contains(&sim.api_key()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
