@@ -12,6 +12,7 @@ use std::num::NonZeroU32;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::domain::{DesiredValidator, Key};
+use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::registry::{RegistryClient, RegistryError, REGISTER_CHUNK};
 
@@ -35,13 +36,19 @@ pub enum Stage {
     Unassign,
 }
 
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
             Stage::Register => "register",
             Stage::Assign => "assign",
             Stage::Unassign => "unassign",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
     }
 }
 
@@ -77,6 +84,8 @@ pub fn write_limiter(per_second: u32) -> DefaultDirectRateLimiter {
 /// What an apply needs besides the plan.
 pub struct Writer<'a> {
     pub registry: &'a RegistryClient,
+    /// Where writes are counted (`keysync_writes_total{kind,result}`), if anywhere.
+    pub metrics: Option<&'a Metrics>,
     pub operator_id: &'a str,
     pub limiter: Option<&'a DefaultDirectRateLimiter>,
     /// Checked between writes: when true, the apply stops cleanly after the
@@ -92,6 +101,18 @@ pub struct Applied {
 }
 
 impl Writer<'_> {
+    /// Counts `rows` written (or failed) of `stage`: with the log lines, the
+    /// one place a write's outcome is reported.
+    fn count(&self, stage: Stage, result: &str, rows: usize) {
+        if let Some(m) = self.metrics {
+            m.add(
+                "keysync_writes_total",
+                &[("kind", stage.label()), ("result", result)],
+                rows as f64,
+            );
+        }
+    }
+
     async fn permit(&self) {
         if let Some(l) = self.limiter {
             l.until_ready().await;
@@ -106,7 +127,8 @@ impl Writer<'_> {
         observer: &mut dyn Observer,
     ) -> Result<Applied, ApplyError> {
         let mut p = Progress::default();
-        let fail = |stage, p: Progress, source| {
+        let fail = |stage: Stage, p: Progress, source, rows: usize| {
+            self.count(stage, "error", rows);
             let e = ApplyError {
                 stage,
                 progress: p,
@@ -139,9 +161,10 @@ impl Writer<'_> {
                 .registry
                 .register(chunk)
                 .await
-                .map_err(|e| fail(Stage::Register, p, e))?;
+                .map_err(|e| fail(Stage::Register, p, e, chunk.len()))?;
             p.registered_added += added;
             p.registered_skipped += skipped;
+            self.count(Stage::Register, "ok", chunk.len());
             observer.registered(chunk);
             tracing::info!(
                 added = p.registered_added,
@@ -157,8 +180,9 @@ impl Writer<'_> {
             self.registry
                 .assign(self.operator_id, chunk)
                 .await
-                .map_err(|e| fail(Stage::Assign, p, e))?;
+                .map_err(|e| fail(Stage::Assign, p, e, chunk.len()))?;
             p.assigned += chunk.len() as u64;
+            self.count(Stage::Assign, "ok", chunk.len());
             observer.assigned(chunk);
             tracing::info!(count = p.assigned, "assigned validators");
         }
@@ -170,8 +194,9 @@ impl Writer<'_> {
             self.registry
                 .unassign(self.operator_id, key.0, &key.1)
                 .await
-                .map_err(|e| fail(Stage::Unassign, p, e))?;
+                .map_err(|e| fail(Stage::Unassign, p, e, 1))?;
             p.unassigned += 1;
+            self.count(Stage::Unassign, "ok", 1);
             observer.unassigned(key);
         }
         if p.unassigned > 0 {

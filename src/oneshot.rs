@@ -68,6 +68,7 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
         Mode::Apply {
             writer: Writer {
                 registry: &rec.registry,
+                metrics: None,
                 operator_id: &rec.operator_id,
                 limiter: None,
                 should_stop: &never_stop,

@@ -237,6 +237,21 @@ async fn console_storms_delay_but_never_lose_writes() {
             >= 1.0,
         "the storm did fail passes"
     );
+    let writes = |kind, result| {
+        daemon.metrics.get(
+            "keysync_writes_total",
+            &[("kind", kind), ("result", result)],
+        )
+    };
+    assert!(
+        writes("register", "error") >= 1.0,
+        "failed writes are counted"
+    );
+    assert_eq!(
+        writes("unassign", "ok"),
+        3.0,
+        "50 and 51 at start, then validator 0"
+    );
     daemon.stop().await.unwrap();
 }
 

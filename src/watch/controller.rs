@@ -22,7 +22,7 @@ use super::ops::Health;
 use super::trigger::{Pending, Trigger};
 use crate::apply::{Observer, Writer};
 use crate::cache::ChainCache;
-use crate::domain::{DesiredValidator, Key, ValidatorIndex};
+use crate::domain::{Key, ValidatorIndex};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::plan::RegistrySnapshot;
@@ -238,6 +238,7 @@ impl Controller {
             Mode::Apply {
                 writer: Writer {
                     registry: &self.rec.registry,
+                    metrics: Some(&self.metrics),
                     operator_id: &self.rec.operator_id,
                     limiter: Some(&self.limiter),
                     should_stop: &should_stop,
@@ -287,7 +288,6 @@ impl Controller {
         }
         let mut observer = Journaling {
             store: &self.store,
-            metrics: &self.metrics,
             journal,
         };
         let result = self
@@ -373,37 +373,20 @@ impl Controller {
     }
 }
 
-/// Counts writes and keeps the journal's progress.
+/// Keeps the journal's progress.
 struct Journaling<'a> {
     store: &'a Store,
-    metrics: &'a Metrics,
     journal: Option<JournalEntry>,
 }
 
 impl Observer for Journaling<'_> {
-    fn registered(&mut self, chunk: &[DesiredValidator]) {
-        self.metrics.add(
-            "keysync_writes_total",
-            &[("kind", "register"), ("result", "ok")],
-            chunk.len() as f64,
-        );
-    }
     fn assigned(&mut self, keys: &[Key]) {
-        self.metrics.add(
-            "keysync_writes_total",
-            &[("kind", "assign"), ("result", "ok")],
-            keys.len() as f64,
-        );
         if let Some(j) = &mut self.journal {
             j.assigned += keys.len() as u64;
             let _ = self.store.journal_update(j);
         }
     }
     fn unassigned(&mut self, _key: &Key) {
-        self.metrics.inc(
-            "keysync_writes_total",
-            &[("kind", "unassign"), ("result", "ok")],
-        );
         if let Some(j) = &mut self.journal {
             j.unassigned += 1;
             let _ = self.store.journal_update(j);
