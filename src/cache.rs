@@ -37,6 +37,12 @@ impl ChainCache {
         self.by_index.is_empty()
     }
 
+    /// Makes room for `n` more validators (one allocation, not doubling).
+    pub fn reserve(&mut self, n: usize) {
+        self.by_pubkey.reserve(n);
+        self.by_index.reserve(n);
+    }
+
     pub fn index_of(&self, pubkey: &Pubkey) -> Option<ValidatorIndex> {
         self.by_pubkey.get(pubkey).copied()
     }

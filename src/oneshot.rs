@@ -91,7 +91,7 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
         .execute(planned, &mut snapshot, mode, &mut NoObserver)
         .await?;
     if let Some(applied) = outcome.applied {
-        if outcome.plan.is_noop() {
+        if outcome.noop {
             tracing::info!("nothing to do");
         } else {
             tracing::info!(

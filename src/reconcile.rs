@@ -107,7 +107,8 @@ pub enum Mode<'a> {
 /// The result of a pass.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    pub plan: Plan,
+    /// Whether the plan had nothing to do.
+    pub noop: bool,
     /// Deletes held back by the guardrail (daemon only).
     pub held: Vec<Key>,
     /// `None` when only planned.
@@ -215,6 +216,7 @@ impl Reconciler {
                 );
             }
             progress.finish();
+            cache.reserve(answers.len().saturating_sub(cache.len()));
             for v in &answers {
                 cache.learn(v);
             }
@@ -276,7 +278,7 @@ impl Reconciler {
         observer: &mut O,
     ) -> Result<Outcome, Error> {
         let mut outcome = Outcome {
-            plan: planned.clone(),
+            noop: planned.is_noop(),
             ..Default::default()
         };
         let Mode::Apply {
@@ -341,37 +343,19 @@ fn lookups(
 ) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
     let mut full: Vec<ValidatorId> = Vec::new();
     let mut epoch: Vec<ValidatorId> = Vec::new();
-    let mut seen: BTreeSet<ValidatorIndex> = BTreeSet::new();
-    let mut seen_pk: BTreeSet<Pubkey> = BTreeSet::new();
-    let mut visit = |index: Option<ValidatorIndex>, by_pubkey: Option<Pubkey>| match index
-        .filter(|i| cache.get(*i).is_some())
-    {
-        Some(i) => {
-            if !seen.insert(i) {
-                return;
+    let mut visit = |index: Option<ValidatorIndex>, pubkey: Option<Pubkey>| {
+        match (index.and_then(|i| cache.get(i).map(|k| (i, k))), pubkey) {
+            (Some((i, known)), _) => {
+                if refresh.all || refresh.indices.contains(&i) {
+                    full.push(ValidatorId::Index(i));
+                } else if refresh.epoch && known.status.in_scope() {
+                    // withdrawal_* never comes back into scope: no need to ask again.
+                    epoch.push(ValidatorId::Index(i));
+                }
             }
-            // withdrawal_* never comes back into scope: no need to ask again.
-            let moving = cache.get(i).is_some_and(|k| k.status.in_scope());
-            if refresh.all || refresh.indices.contains(&i) {
-                full.push(ValidatorId::Index(i));
-            } else if refresh.epoch && moving {
-                epoch.push(ValidatorId::Index(i));
-            }
+            (None, Some(pk)) => full.push(ValidatorId::Pubkey(pk)),
+            (None, None) => full.extend(index.map(ValidatorId::Index)),
         }
-        None => match by_pubkey {
-            Some(pk) => {
-                if seen_pk.insert(pk) {
-                    full.push(ValidatorId::Pubkey(pk));
-                }
-            }
-            None => {
-                if let Some(i) = index {
-                    if seen.insert(i) {
-                        full.push(ValidatorId::Index(i));
-                    }
-                }
-            }
-        },
     };
     for pk in &content.pubkeys {
         visit(cache.index_of(pk), Some(*pk));
@@ -379,6 +363,11 @@ fn lookups(
     for i in &content.indices {
         visit(Some(*i), None);
     }
+    // In place: no second copy of a million ids to deduplicate them.
+    full.sort_unstable();
+    full.dedup();
+    epoch.sort_unstable();
+    epoch.dedup();
     (full, epoch)
 }
 
@@ -418,12 +407,13 @@ mod tests {
         assert_eq!(
             full,
             vec![
+                ValidatorId::Pubkey(pk(9)),
                 ValidatorId::Index(1),
                 ValidatorId::Index(2),
-                ValidatorId::Pubkey(pk(9)),
                 ValidatorId::Index(3),
                 ValidatorId::Index(4)
-            ]
+            ],
+            "each validator once, sorted"
         );
         assert!(epoch.is_empty());
 

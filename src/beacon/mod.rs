@@ -36,7 +36,7 @@ pub struct BeaconValidator {
 }
 
 /// What to look a validator up by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ValidatorId {
     Pubkey(Pubkey),
     Index(ValidatorIndex),
@@ -338,7 +338,7 @@ impl BeaconClient {
             })
             .collect();
         let mut done = 0;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(ids.len());
         bounded(
             parts.into_iter(),
             CONCURRENCY,
