@@ -6,7 +6,10 @@
 //! fields ignored, both list shapes, `null` lists) and writes strictly.
 //! Does not decide what to write: that is the plan's and the apply stage's job.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
@@ -68,6 +71,45 @@ pub struct RegistryClient {
     auth_url: Url,
     key: Secret,
     network: String,
+}
+
+#[derive(Deserialize)]
+struct ListBody<'a> {
+    #[serde(borrow, default)]
+    validators: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    assignments: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Row<'a> {
+    #[serde(borrow)]
+    validator_index: JsonIndex<'a>,
+    #[serde(borrow)]
+    chain_id: Cow<'a, str>,
+    #[serde(default)]
+    active: Option<bool>,
+}
+
+/// A non-negative JSON integer, also accepted as a quoted decimal string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonIndex<'a> {
+    Number(u64),
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+}
+
+impl JsonIndex<'_> {
+    fn value(&self) -> Option<u64> {
+        match self {
+            JsonIndex::Number(n) => Some(*n),
+            JsonIndex::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().ok()
+            }
+            JsonIndex::Text(_) => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -179,6 +221,9 @@ impl RegistryClient {
     }
 
     /// `GET /api/v1/operators/{op}/validators?network=…`: every row, active or not.
+    ///
+    /// Parsed row by row into borrowed types: a registry of a million rows
+    /// must not become a million JSON trees.
     pub async fn list(&self, operator_id: &str) -> Result<Vec<Assignment>, RegistryError> {
         const CALL: &str = "GET /api/v1/operators/{op}/validators";
         let mut url = Self::url(
@@ -193,44 +238,63 @@ impl RegistryClient {
             })
             .await
             .map_err(|f| self.fail(Party::Console, CALL, f))?;
-        let map = self.json(Party::Console, CALL, resp).await?;
+        let bytes = resp.bytes().await.map_err(|e| RegistryError::Failed {
+            party: Party::Console,
+            call: CALL,
+            failure: Failure::Transport {
+                detail: self.http.scrub(&e.to_string()),
+                attempts: 1,
+            },
+        })?;
         let malformed = |detail: String| RegistryError::Malformed {
             party: Party::Console,
             call: CALL,
             detail,
         };
-        // Either name, either may be absent or null (an empty set).
-        let rows = match (map.get("validators"), map.get("assignments")) {
-            (Some(Value::Array(a)), _) | (_, Some(Value::Array(a))) => a.as_slice(),
-            (None | Some(Value::Null), None | Some(Value::Null)) => &[],
-            (Some(other), _) | (_, Some(other)) => {
-                return Err(malformed(format!(
+        let body: ListBody<'_> = serde_json::from_slice(&bytes).map_err(|e| {
+            malformed(format!(
+                "not a JSON object ({e}): {}",
+                self.http
+                    .excerpt(&String::from_utf8_lossy(&bytes[..bytes.len().min(400)]))
+            ))
+        })?;
+        // Either name (the original tool prefers `assignments`); absent or null is an empty set.
+        let list = [body.assignments, body.validators]
+            .into_iter()
+            .flatten()
+            .find(|v| v.get() != "null");
+        let rows: Vec<&RawValue> = match list {
+            None => Vec::new(),
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|_| {
+                malformed(format!(
                     "the validator list is not an array: {}",
-                    self.http.excerpt(&other.to_string())
-                )))
-            }
+                    self.http.excerpt(raw.get())
+                ))
+            })?,
         };
         let mut chains: Vec<ChainId> = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let index = row.get("validator_index").and_then(json_u64);
-            let chain = row.get("chain_id").and_then(Value::as_str);
-            let active = match row.get("active") {
-                None | Some(Value::Null) => Some(true),
-                Some(Value::Bool(b)) => Some(*b),
-                Some(_) => None,
-            };
-            let (Some(index), Some(chain), Some(active)) = (index, chain, active) else {
+        for (i, raw) in rows.iter().enumerate() {
+            let row = serde_json::from_str::<Row<'_>>(raw.get())
+                .ok()
+                .and_then(|r| {
+                    Some((
+                        r.validator_index.value()?,
+                        r.chain_id,
+                        r.active.unwrap_or(true),
+                    ))
+                });
+            let Some((index, chain, active)) = row else {
                 return Err(malformed(format!(
                     "row {i} is not {{validator_index, chain_id, active}}: {}",
-                    self.http.excerpt(&row.to_string())
+                    self.http.excerpt(raw.get())
                 )));
             };
             // Share one allocation per distinct chain id.
             let chain_id = match chains.iter().find(|c| c.as_str() == chain) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = ChainId::new(chain);
+                    let c = ChainId::new(&chain);
                     chains.push(c.clone());
                     c
                 }

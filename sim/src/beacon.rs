@@ -229,20 +229,19 @@ fn validators_response(sim: &Sim, ids: Option<Vec<String>>, filter: StatusFilter
     if ids.is_some() && indices.is_empty() && sim.none_known_404() {
         return beacon_error(StatusCode::NOT_FOUND, "Validators not found");
     }
-    let mut out = String::with_capacity(64 + indices.len() * 480);
+    // Copy under the lock, render outside it: concurrent requests must not
+    // queue behind one another's serialisation.
+    let (seed, views) = chain.views(&indices, |st| filter.matches(st));
+    drop(chain);
+    let mut out = String::with_capacity(64 + views.len() * 480);
     out.push_str("{\"execution_optimistic\":false,\"finalized\":false,\"data\":[");
-    let mut first = true;
-    for i in indices {
-        if chain.status(i).is_some_and(|st| filter.matches(st)) {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            chain.write_validator_json(&mut out, i);
+    for (n, (i, v)) in views.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
         }
+        crate::chain::write_validator_json(seed, &mut out, *i, v);
     }
     out.push_str("]}");
-    drop(chain);
     json_response(StatusCode::OK, out)
 }
 

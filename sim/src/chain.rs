@@ -142,7 +142,7 @@ pub struct Event {
 }
 
 #[derive(Clone, Debug)]
-struct Validator {
+pub struct Validator {
     pubkey: [u8; 48],
     status: Status,
     slashed: bool,
@@ -270,6 +270,33 @@ pub fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Renders one validator in the Beacon API's shape (quoted integers).
+pub fn write_validator_json(seed: u64, out: &mut String, index: u64, v: &Validator) {
+    let balance = match v.status {
+        Status::WithdrawalDone => 0,
+        _ => MAX_EFFECTIVE_BALANCE,
+    };
+    let mut creds = [0u8; 32];
+    creds[1..].copy_from_slice(&hash_bytes::<31>(seed, 0x5743, index));
+    let _ = write!(
+        out,
+        "{{\"index\":\"{index}\",\"balance\":\"{balance}\",\"status\":\"{}\",\"validator\":{{\"pubkey\":\"",
+        v.status.as_str()
+    );
+    push_hex(out, &v.pubkey);
+    out.push_str("\",\"withdrawal_credentials\":\"");
+    push_hex(out, &creds);
+    let _ = write!(
+        out,
+        "\",\"effective_balance\":\"{balance}\",\"slashed\":{},\"activation_eligibility_epoch\":\"{}\",\"activation_epoch\":\"{}\",\"exit_epoch\":\"{}\",\"withdrawable_epoch\":\"{}\"}}}}",
+        v.slashed,
+        v.activation_eligibility_epoch,
+        v.activation_epoch,
+        v.exit_epoch,
+        v.withdrawable_epoch
+    );
+}
+
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.push_str("0x");
@@ -390,32 +417,26 @@ impl Chain {
 
     /// Appends one Beacon API validator entry as JSON (all integers quoted).
     pub fn write_validator_json(&self, out: &mut String, index: u64) {
-        let Some(v) = self.validators.get(index as usize) else {
-            return;
-        };
-        let balance = match v.status {
-            Status::WithdrawalDone => 0,
-            _ => MAX_EFFECTIVE_BALANCE,
-        };
-        let mut creds = [0u8; 32];
-        creds[1..].copy_from_slice(&hash_bytes::<31>(self.seed, 0x5743, index));
-        let _ = write!(
-            out,
-            "{{\"index\":\"{index}\",\"balance\":\"{balance}\",\"status\":\"{}\",\"validator\":{{\"pubkey\":\"",
-            v.status.as_str()
-        );
-        push_hex(out, &v.pubkey);
-        out.push_str("\",\"withdrawal_credentials\":\"");
-        push_hex(out, &creds);
-        let _ = write!(
-            out,
-            "\",\"effective_balance\":\"{balance}\",\"slashed\":{},\"activation_eligibility_epoch\":\"{}\",\"activation_epoch\":\"{}\",\"exit_epoch\":\"{}\",\"withdrawable_epoch\":\"{}\"}}}}",
-            v.slashed,
-            v.activation_eligibility_epoch,
-            v.activation_epoch,
-            v.exit_epoch,
-            v.withdrawable_epoch
-        );
+        if let Some(v) = self.validators.get(index as usize) {
+            write_validator_json(self.seed, out, index, v);
+        }
+    }
+
+    /// Copies of the validators at `indices` whose status passes `keep`,
+    /// with the seed to render them: taken under the lock, rendered
+    /// outside it (see [`write_validator_json`]).
+    pub fn views(
+        &self,
+        indices: &[u64],
+        keep: impl Fn(Status) -> bool,
+    ) -> (u64, Vec<(u64, Validator)>) {
+        let views = indices
+            .iter()
+            .filter_map(|i| self.validators.get(*i as usize).map(|v| (*i, v)))
+            .filter(|(_, v)| keep(v.status))
+            .map(|(i, v)| (i, v.clone()))
+            .collect();
+        (self.seed, views)
     }
 
     /// A block root for `slot` (changes after a reorg).

@@ -286,20 +286,28 @@ impl BeaconClient {
         Ok(body.data.chain_id.0)
     }
 
+    /// The whole body, in one buffer sized from `Content-Length` (growing
+    /// a buffer for a 2 MB answer by doubling costs copies and page faults).
     async fn read(
         &self,
         ep: &Endpoint,
         call: &'static str,
-        resp: reqwest::Response,
-    ) -> Result<bytes::Bytes, BeaconError> {
-        resp.bytes().await.map_err(|e| BeaconError::Failed {
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, BeaconError> {
+        let failed = |e: reqwest::Error| BeaconError::Failed {
             url: display(&ep.url),
             call,
             failure: Failure::Transport {
                 detail: e.to_string(),
                 attempts: 1,
             },
-        })
+        };
+        let size = resp.content_length().unwrap_or(0).min(256 << 20) as usize;
+        let mut buf = Vec::with_capacity(size);
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
     }
 
     /// Looks up `ids` at `head`. Unknown ids are left out (not an error).
@@ -326,15 +334,32 @@ impl BeaconClient {
         statuses: Option<&[&str]>,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<BeaconValidator>, BeaconError> {
-        let ep = &self.endpoints[i];
-        // Collected first: a closure held across an await trips rustc's
-        // Send inference (rust-lang/rust#102211).
+        // One task per chunk: answers are decoded on every core at once.
+        let statuses: Option<Arc<Vec<String>>> =
+            statuses.map(|s| Arc::new(s.iter().map(|x| x.to_string()).collect()));
         let parts: Vec<_> = ids
             .chunks(POST_CHUNK)
             .map(|c| {
-                let n = c.len();
-                let f = self.chunk(ep, c, statuses);
-                async move { f.await.map(|v| (n, v)) }
+                let this = self.clone();
+                let ids = c.to_vec();
+                let statuses = statuses.clone();
+                let task = tokio::spawn(async move {
+                    let st: Option<Vec<&str>> = statuses
+                        .as_ref()
+                        .map(|v| v.iter().map(String::as_str).collect());
+                    let r = this.chunk(&this.endpoints[i], &ids, st.as_deref()).await;
+                    r.map(|v| (ids.len(), v))
+                });
+                let url = display(&self.endpoints[i].url);
+                async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(BeaconError::Malformed {
+                            url,
+                            call: "validators",
+                            detail: format!("lookup task failed: {e}"),
+                        })
+                    })
+                }
             })
             .collect();
         let mut done = 0;
