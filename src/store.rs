@@ -18,7 +18,7 @@ use crate::domain::{ChainId, Pubkey, Status};
 use crate::sources::{Record, SourceContent};
 
 const SCHEMA_KEY: &[u8] = b"schema";
-const SCHEMA: &[u8] = b"keysync-store-v1";
+const SCHEMA: &[u8] = b"keysync-store-v2";
 const JOURNAL_KEY: &[u8] = b"in_flight";
 
 #[derive(Debug, thiserror::Error)]
@@ -151,34 +151,35 @@ impl Store {
     /// The cached chain knowledge.
     pub fn load_cache(&self) -> ChainCache {
         let mut cache = ChainCache::new();
-        for (k, v) in self.chain.iter().flatten() {
-            let (Ok(idx), true) = (<[u8; 8]>::try_from(k.as_ref()), v.len() >= 48) else {
-                continue;
-            };
-            let mut pk = [0u8; 48];
-            pk.copy_from_slice(&v[..48]);
-            let status = Status::parse(&String::from_utf8_lossy(&v[48..]));
-            cache.restore(
-                u64::from_be_bytes(idx),
-                Known {
-                    pubkey: Pubkey(pk),
-                    status,
-                },
-            );
+        for (_, v) in self.chain.iter().flatten() {
+            let mut r = Reader(&v);
+            while !r.0.is_empty() {
+                let Some((index, known)) = decode_entry(&mut r) else {
+                    break;
+                };
+                cache.restore(index, known);
+            }
         }
         cache
     }
 
-    /// Persists the cache entries changed since the last save.
+    /// Persists the cache entries changed since the last save. Entries are
+    /// stored in buckets of [`BUCKET`] consecutive indices, one sled key per
+    /// bucket: sled spends kilobytes of memory per key, so 100,000 keys
+    /// would cost ~450 MB where 100 buckets cost a few.
     pub fn save_cache(&self, cache: &mut ChainCache) -> Result<usize, StoreError> {
         let dirty = cache.take_dirty();
+        let mut buckets: Vec<u64> = dirty.iter().map(|i| i / BUCKET).collect();
+        buckets.dedup();
         let mut batch = sled::Batch::default();
-        for i in &dirty {
-            if let Some(k) = cache.get(*i) {
-                let mut v = k.pubkey.0.to_vec();
-                v.extend_from_slice(k.status.as_str().as_bytes());
-                batch.insert(&i.to_be_bytes(), v);
+        for b in buckets {
+            let mut v = Vec::new();
+            for i in b * BUCKET..(b + 1) * BUCKET {
+                if let Some(k) = cache.get(i) {
+                    encode_entry(&mut v, i, k);
+                }
             }
+            batch.insert(&b.to_be_bytes(), v);
         }
         self.chain.apply_batch(batch).map_err(write_err)?;
         Ok(dirty.len())
@@ -239,6 +240,25 @@ impl Store {
         self.db.flush().map_err(write_err)?;
         Ok(())
     }
+}
+
+/// Validators per stored cache bucket.
+const BUCKET: u64 = 1024;
+
+fn encode_entry(v: &mut Vec<u8>, index: u64, k: &Known) {
+    let status = k.status.as_str().as_bytes();
+    v.extend_from_slice(&index.to_be_bytes());
+    v.extend_from_slice(&k.pubkey.0);
+    v.push(status.len().min(255) as u8);
+    v.extend_from_slice(&status[..status.len().min(255)]);
+}
+
+fn decode_entry(r: &mut Reader<'_>) -> Option<(u64, Known)> {
+    let index = r.u64()?;
+    let pubkey = r.pubkey()?;
+    let n = r.take(1)?[0] as usize;
+    let status = Status::parse(std::str::from_utf8(r.take(n)?).ok()?);
+    Some((index, Known { pubkey, status }))
 }
 
 fn encode_source(c: &SourceContent) -> Vec<u8> {
@@ -332,7 +352,12 @@ mod tests {
                 pubkey: pk(7),
                 status: Status::ActiveExiting,
             });
-            assert_eq!(s.save_cache(&mut cache).unwrap(), 1);
+            cache.learn(&BeaconValidator {
+                index: 5000,
+                pubkey: pk(50),
+                status: Status::Other("new_status".into()),
+            });
+            assert_eq!(s.save_cache(&mut cache).unwrap(), 2);
             assert_eq!(
                 s.save_cache(&mut cache).unwrap(),
                 0,
@@ -366,6 +391,12 @@ mod tests {
             Some(Status::ActiveExiting)
         );
         assert_eq!(cache.index_of(&pk(7)), Some(7));
+        assert_eq!(
+            cache.get(5000).map(|k| k.status.clone()),
+            Some(Status::Other("new_status".into())),
+            "another bucket"
+        );
+        assert_eq!(cache.len(), 2);
         let c = s.load_source("file:/a").unwrap();
         assert_eq!(c.indices, vec![5, 6]);
         assert_eq!(c.records[0].chain_id.as_str(), "0x5");
