@@ -5,7 +5,7 @@
 //! the daemon's store persists the entries marked dirty. Never decides scope:
 //! it only remembers.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::beacon::BeaconValidator;
 use crate::domain::{Pubkey, Status, ValidatorIndex};
@@ -19,8 +19,10 @@ pub struct Known {
 
 #[derive(Debug, Default)]
 pub struct ChainCache {
-    by_pubkey: HashMap<Pubkey, ValidatorIndex>,
-    by_index: HashMap<ValidatorIndex, Known>,
+    // Fx: the keys come from our inputs and the beacon node, so SipHash's
+    // flooding resistance buys nothing, and every pass hashes every key.
+    by_pubkey: FxHashMap<Pubkey, ValidatorIndex>,
+    by_index: FxHashMap<ValidatorIndex, Known>,
     dirty: Vec<ValidatorIndex>,
 }
 

@@ -58,6 +58,8 @@ impl Controller {
         let max_wait = self.settings.watch.max_wait;
         let mut pending = Pending::default();
         let mut retry_at: Option<tokio::time::Instant> = None;
+        // The rest of a split batch: already debounced, runs at once.
+        let mut follow_up = false;
         loop {
             if pending.is_empty() {
                 // Idle: wait for the first trigger.
@@ -95,7 +97,7 @@ impl Controller {
             // Trailing-edge debounce, capped by the maximum wait.
             let first = tokio::time::Instant::now();
             let mut last = first;
-            loop {
+            while !std::mem::take(&mut follow_up) {
                 let deadline = (last + debounce).min(first + max_wait);
                 tokio::select! {
                     t = rx.recv() => match t {
@@ -109,7 +111,26 @@ impl Controller {
             if *self.shutdown.borrow() {
                 break;
             }
-            let work = std::mem::take(&mut pending);
+            let mut work = std::mem::take(&mut pending);
+            // A file change does not wait behind an epoch's status check:
+            // it gets its own pass first, and the check follows at once.
+            if !work.paths.is_empty()
+                && (work.refresh.epoch || work.finalized)
+                && !work.refresh.all
+                && !work.relist
+                && !work.check_beacon
+            {
+                let later = Pending {
+                    reasons: work.reasons.clone(),
+                    refresh: std::mem::take(&mut work.refresh),
+                    finalized: std::mem::take(&mut work.finalized),
+                    exits: std::mem::take(&mut work.exits),
+                    first_at: work.first_at,
+                    ..Default::default()
+                };
+                pending.merge(later);
+                follow_up = true;
+            }
             match self.pass(&work).await {
                 Ok(()) => self.failures = 0,
                 Err(e) => {
@@ -149,7 +170,10 @@ impl Controller {
     async fn pass(&mut self, p: &Pending) -> Result<(), Error> {
         let reasons: Vec<&str> = p.reasons.iter().copied().collect();
         let span = tracing::info_span!("reconcile", reasons = ?reasons);
-        self.pass_inner(p, reasons).instrument(span).await
+        let result = self.pass_inner(p, reasons).instrument(span).await;
+        // Last good inputs are saved whatever the pass's outcome.
+        self.inputs.persist(&self.store);
+        result
     }
 
     async fn pass_inner(&mut self, p: &Pending, reasons: Vec<&'static str>) -> Result<(), Error> {
@@ -165,6 +189,7 @@ impl Controller {
         }
         let content = self.inputs.content();
 
+        let t_inputs = started.elapsed();
         // 2. Beacon: check the chain when asked (start, reconnect, resync, retry).
         if p.check_beacon {
             if let Some(b) = &self.rec.beacon {
@@ -217,12 +242,14 @@ impl Controller {
             }
         });
 
+        let t_resolve = started.elapsed();
         // 3. Registry: the snapshot, re-listed when asked.
         if p.relist || self.snapshot.is_none() {
             self.snapshot = Some(self.rec.list().await?);
         }
         let mut snapshot = self.snapshot.take().unwrap_or_default();
 
+        let t_registry = started.elapsed();
         // 4. Plan and apply.
         let apply = self.settings.watch.apply;
         let stop_rx = self.shutdown.clone();
@@ -304,6 +331,14 @@ impl Controller {
             tracing::warn!(error = %e, "could not clear the apply journal");
         }
 
+        let t_applied = started.elapsed();
+        tracing::debug!(
+            inputs_ms = t_inputs.as_millis() as u64,
+            resolve_ms = (t_resolve - t_inputs).as_millis() as u64,
+            registry_ms = (t_registry - t_resolve).as_millis() as u64,
+            plan_apply_ms = (t_applied - t_registry).as_millis() as u64,
+            "pass stages"
+        );
         // 5. Account.
         let snap = self.snapshot.as_ref();
         self.metrics.set(

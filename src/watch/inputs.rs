@@ -23,6 +23,8 @@ struct Entry {
     /// Whether `content` is trustworthy (parsed now or restored from the store).
     known: bool,
     failing: bool,
+    /// Parsed but not yet saved to the store (saved after the pass's writes).
+    unsaved: bool,
 }
 
 /// All inputs with their last good content.
@@ -48,6 +50,7 @@ impl InputSet {
                     known: stored.is_some(),
                     content: stored.unwrap_or_default(),
                     failing: false,
+                    unsaved: false,
                 },
             );
         }
@@ -65,6 +68,7 @@ impl InputSet {
                                     content: c,
                                     known: true,
                                     failing: false,
+                                    unsaved: false,
                                 },
                             );
                         }
@@ -164,6 +168,7 @@ impl InputSet {
             content: SourceContent::default(),
             known: false,
             failing: false,
+            unsaved: false,
         });
         match sources::read(kind, path) {
             Ok(content) => {
@@ -175,16 +180,27 @@ impl InputSet {
                 entry.known = true;
                 if changed {
                     tracing::info!(path = %path.display(), entries = content.len(), "input file loaded");
-                    if let Err(e) = store.save_source(&key(path), &content) {
-                        tracing::warn!(error = %e, "cannot save the input's last good content");
-                    }
                     entry.content = content;
+                    entry.unsaved = true;
                 }
             }
             Err(e) => {
                 entry.failing = true;
                 metrics.inc("keysync_source_errors_total", &[]);
                 tracing::error!(error = %e, kept = entry.content.len(), "input file cannot be used; keeping its last good content");
+            }
+        }
+    }
+
+    /// Saves the last good content of inputs that changed. Called after the
+    /// pass's writes: a multi-megabyte save must not delay them.
+    pub fn persist(&mut self, store: &Store) {
+        for (path, e) in self.entries.iter_mut().filter(|(_, e)| e.unsaved) {
+            match store.save_source(&key(path), &e.content) {
+                Ok(()) => e.unsaved = false,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot save the input's last good content")
+                }
             }
         }
     }
