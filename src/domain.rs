@@ -95,6 +95,15 @@ impl<'de> serde::Deserialize<'de> for Pubkey {
     }
 }
 
+/// A decimal integer in plain ASCII digits only (`+5`, `4_2`, `1.0`, `-1`
+/// and non-ASCII digits are not), as quoted integers and index lists use.
+pub fn decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// The registry's chain id, compared as an exact string (`"0x1"`).
 /// Cheap to clone: one allocation shared by every entry of a chain.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,6 +294,23 @@ mod tests {
         assert_eq!("0xabc".parse::<Pubkey>(), Err(PubkeyError::Length(3)));
         let bad = format!("0x{}g", &PK[..95]);
         assert_eq!(bad.parse::<Pubkey>(), Err(PubkeyError::NotHex('g')));
+    }
+
+    #[test]
+    fn decimal_is_plain_ascii_digits_only() {
+        assert_eq!(decimal("0042"), Some(42));
+        for bad in [
+            "",
+            "+5",
+            "-1",
+            "4_2",
+            "1.0",
+            "٣",
+            " 1",
+            "18446744073709551616",
+        ] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -167,11 +167,6 @@ impl Metrics {
         });
     }
 
-    /// Number of observations of a histogram (for tests and benchmarks).
-    pub fn observations(&self, name: &'static str, l: &[(&'static str, &str)]) -> u64 {
-        self.with(|i| i.histograms.get(&(name, labels(l))).map_or(0, |h| h.count))
-    }
-
     /// The Prometheus text exposition of every metric recorded so far.
     pub fn render(&self) -> String {
         self.with(|i| {

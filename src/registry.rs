@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
-use crate::domain::{Assignment, ChainId, DesiredValidator, ValidatorIndex};
+use crate::domain::{decimal, Assignment, ChainId, DesiredValidator, ValidatorIndex};
 use crate::http::{Failure, Http, Party};
 use crate::secret::Secret;
 
@@ -104,10 +104,7 @@ impl JsonIndex<'_> {
     fn value(&self) -> Option<u64> {
         match self {
             JsonIndex::Number(n) => Some(*n),
-            JsonIndex::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse().ok()
-            }
-            JsonIndex::Text(_) => None,
+            JsonIndex::Text(s) => decimal(s),
         }
     }
 }
@@ -403,9 +400,7 @@ impl RegistryClient {
 fn json_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().ok()
-        }
+        Value::String(s) => decimal(s),
         _ => None,
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::domain::{ChainId, Pubkey, ValidatorIndex};
+use crate::domain::{decimal, ChainId, Pubkey, ValidatorIndex};
 
 /// What format a source file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,13 +166,13 @@ fn parse_pubkeys(path: &Path, text: &str) -> Result<SourceContent, SourceError> 
 /// Plain ASCII decimal digits only: `4_2`, `+5`, `-1`, `1.0` and non-ASCII
 /// digits are errors, so a typo never becomes a plausible index.
 fn parse_index(s: &str) -> Result<ValidatorIndex, String> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        decimal(s).ok_or_else(|| format!("validator index out of range: {s:?}"))
+    } else {
+        Err(format!(
             "not a validator index (plain decimal digits only): {s:?}"
-        ));
+        ))
     }
-    s.parse::<u64>()
-        .map_err(|_| format!("validator index out of range: {s:?}"))
 }
 
 fn parse_index_list(path: &Path, text: &str) -> Result<SourceContent, SourceError> {

@@ -47,7 +47,6 @@ pub struct Store {
     chain: sled::Tree,
     sources: sled::Tree,
     journal: sled::Tree,
-    path: PathBuf,
 }
 
 fn write_err(e: impl std::fmt::Display) -> StoreError {
@@ -113,7 +112,6 @@ impl Store {
             sources: tree("sources")?,
             journal: tree("journal")?,
             db,
-            path: db_path,
         })
     }
 
@@ -142,10 +140,6 @@ impl Store {
             path: db_path.to_path_buf(),
             detail: format!("cannot move it aside: {e}"),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The cached chain knowledge.

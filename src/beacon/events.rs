@@ -119,24 +119,9 @@ impl SseParser {
 }
 
 #[derive(Deserialize)]
-struct Quoted(#[serde(deserialize_with = "de_u64")] u64);
-
-fn de_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Q {
-        N(u64),
-        S(String),
-    }
-    match Q::deserialize(d)? {
-        Q::N(n) => Ok(n),
-        Q::S(s) => s.parse().map_err(serde::de::Error::custom),
-    }
-}
-
-#[derive(Deserialize)]
 struct HeadData {
-    slot: Quoted,
+    #[serde(deserialize_with = "super::quoted_u64")]
+    slot: u64,
     #[serde(default)]
     epoch_transition: bool,
 }
@@ -151,13 +136,16 @@ enum HeadAny {
 
 #[derive(Deserialize)]
 struct FinalizedData {
-    epoch: Quoted,
+    #[serde(deserialize_with = "super::quoted_u64")]
+    epoch: u64,
 }
 
 #[derive(Deserialize)]
 struct ExitMessage {
-    epoch: Quoted,
-    validator_index: Quoted,
+    #[serde(deserialize_with = "super::quoted_u64")]
+    epoch: u64,
+    #[serde(deserialize_with = "super::quoted_u64")]
+    validator_index: u64,
 }
 
 #[derive(Deserialize)]
@@ -167,13 +155,10 @@ struct ExitData {
 
 #[derive(Deserialize)]
 struct ReorgData {
-    slot: Quoted,
-    #[serde(default = "zero")]
-    depth: Quoted,
-}
-
-fn zero() -> Quoted {
-    Quoted(0)
+    #[serde(deserialize_with = "super::quoted_u64")]
+    slot: u64,
+    #[serde(default, deserialize_with = "super::quoted_u64")]
+    depth: u64,
 }
 
 /// Parses one SSE message into an [`Event`]; a known topic with a body that
@@ -185,25 +170,25 @@ pub fn parse_event(event: &str, data: &str) -> Result<Event, serde_json::Error> 
                 HeadAny::Wrapped { data } | HeadAny::Bare(data) => data,
             };
             Event::Head {
-                slot: h.slot.0,
+                slot: h.slot,
                 epoch_transition: h.epoch_transition,
             }
         }
         "finalized_checkpoint" => Event::FinalizedCheckpoint {
-            epoch: serde_json::from_str::<FinalizedData>(data)?.epoch.0,
+            epoch: serde_json::from_str::<FinalizedData>(data)?.epoch,
         },
         "voluntary_exit" => {
             let m = serde_json::from_str::<ExitData>(data)?.message;
             Event::VoluntaryExit {
-                validator_index: m.validator_index.0,
-                epoch: m.epoch.0,
+                validator_index: m.validator_index,
+                epoch: m.epoch,
             }
         }
         "chain_reorg" => {
             let r = serde_json::from_str::<ReorgData>(data)?;
             Event::ChainReorg {
-                slot: r.slot.0,
-                depth: r.depth.0,
+                slot: r.slot,
+                depth: r.depth,
             }
         }
         other => Event::Other(other.to_string()),

@@ -101,21 +101,19 @@ pub struct BeaconClient {
 }
 
 #[derive(Deserialize)]
-struct DepositContract<'a> {
-    #[serde(borrow)]
-    data: DepositContractData<'a>,
+struct DepositContract {
+    data: DepositContractData,
 }
 
 #[derive(Deserialize)]
-struct DepositContractData<'a> {
-    #[serde(deserialize_with = "quoted_u64", borrow)]
-    chain_id: QuotedU64<'a>,
+struct DepositContractData {
+    #[serde(deserialize_with = "quoted_u64")]
+    chain_id: u64,
 }
 
-/// A quoted (or bare) decimal integer, parsed once here.
-struct QuotedU64<'a>(u64, std::marker::PhantomData<&'a ()>);
-
-fn quoted_u64<'de, D: Deserializer<'de>>(d: D) -> Result<QuotedU64<'de>, D::Error> {
+/// A quoted (or bare) decimal integer: the Beacon API's integers become
+/// integers here, once, for every beacon payload (events included).
+pub(crate) fn quoted_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Q<'a> {
@@ -123,13 +121,11 @@ fn quoted_u64<'de, D: Deserializer<'de>>(d: D) -> Result<QuotedU64<'de>, D::Erro
         #[serde(borrow)]
         S(Cow<'a, str>),
     }
-    let v = match Q::deserialize(d)? {
-        Q::N(n) => n,
-        Q::S(s) => s
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("not a decimal integer: {s:?}")))?,
-    };
-    Ok(QuotedU64(v, std::marker::PhantomData))
+    match Q::deserialize(d)? {
+        Q::N(n) => Ok(n),
+        Q::S(s) => crate::domain::decimal(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a decimal integer: {s:?}"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -140,8 +136,8 @@ struct ValidatorsBody<'a> {
 
 #[derive(Deserialize)]
 struct ValidatorEntry<'a> {
-    #[serde(deserialize_with = "quoted_u64", borrow)]
-    index: QuotedU64<'a>,
+    #[serde(deserialize_with = "quoted_u64")]
+    index: u64,
     #[serde(borrow)]
     status: Cow<'a, str>,
     #[serde(borrow)]
@@ -274,7 +270,7 @@ impl BeaconClient {
                 failure,
             })?;
         let bytes = self.read(ep, CALL, resp).await?;
-        let body: DepositContract<'_> =
+        let body: DepositContract =
             serde_json::from_slice(&bytes).map_err(|e| BeaconError::Malformed {
                 url: display(&ep.url),
                 call: CALL,
@@ -283,7 +279,7 @@ impl BeaconClient {
                     self.http.excerpt(&String::from_utf8_lossy(&bytes))
                 ),
             })?;
-        Ok(body.data.chain_id.0)
+        Ok(body.data.chain_id)
     }
 
     /// The whole body, in one buffer sized from `Content-Length` (growing
@@ -525,9 +521,9 @@ impl BeaconClient {
                     .validator
                     .pubkey
                     .parse::<Pubkey>()
-                    .map_err(|err| malformed(format!("validator {}: {err}", e.index.0)))?;
+                    .map_err(|err| malformed(format!("validator {}: {err}", e.index)))?;
                 Ok(BeaconValidator {
-                    index: e.index.0,
+                    index: e.index,
                     pubkey,
                     status: Status::parse(&e.status),
                 })

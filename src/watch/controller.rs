@@ -224,7 +224,7 @@ impl Controller {
             .rec
             .resolve(&content, &mut self.cache, &refresh)
             .await?;
-        if let Err(e) = self.rec_store_cache() {
+        if let Err(e) = self.store.save_cache(&mut self.cache) {
             tracing::warn!(error = %e, "could not persist the chain cache");
         }
         self.watched.retain(|i| {
@@ -391,10 +391,6 @@ impl Controller {
             "reconcile done"
         );
         Ok(())
-    }
-
-    fn rec_store_cache(&mut self) -> Result<usize, crate::store::StoreError> {
-        self.store.save_cache(&mut self.cache)
     }
 
     /// Whether index `i` belongs to one of our inputs.
