@@ -33,7 +33,8 @@
 //! path. The keysync log is kept (its path is printed).
 //!
 //! Knobs (env): KEYSYNC_BIN (default: next to this example, i.e.
-//! target/release/keysync), BENCH_DEBOUNCE_MS (default 250).
+//! target/release/keysync), BENCH_DEBOUNCE_MS (default 250), KEYSYNC_LOG
+//! (passed to keysync; `debug` logs each pass's stage timings).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -383,6 +384,10 @@ async fn run(child_pid: std::sync::Arc<std::sync::atomic::AtomicU32>) -> Res<()>
         .env("KEYSYNC_DEBOUNCE_MS", debounce_ms.to_string())
         .env("KEYSYNC_MAX_DELETES", "100")
         .env("KEYSYNC_LOG_FORMAT", "json")
+        .env(
+            "KEYSYNC_LOG",
+            std::env::var_os("KEYSYNC_LOG").unwrap_or_else(|| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;

@@ -61,7 +61,8 @@ impl ChainCache {
         };
         if changed {
             if let Some(old) = self.by_index.get(&v.index) {
-                if old.pubkey != v.pubkey {
+                // Forget the old pubkey only if it still names this index.
+                if old.pubkey != v.pubkey && self.by_pubkey.get(&old.pubkey) == Some(&v.index) {
                     self.by_pubkey.remove(&old.pubkey);
                 }
             }

@@ -186,6 +186,18 @@ impl DesiredSet {
             .insert((v.validator_index, v.chain_id), v.validator_key);
     }
 
+    /// Sets or clears the entry for `key`.
+    pub fn set(&mut self, key: &Key, pubkey: Option<Pubkey>) {
+        match pubkey {
+            Some(pk) => {
+                self.entries.insert(key.clone(), pk);
+            }
+            None => {
+                self.entries.remove(key);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

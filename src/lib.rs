@@ -13,6 +13,7 @@ pub mod beacon;
 pub mod cache;
 pub mod cli;
 pub mod demo;
+pub mod desired;
 pub mod domain;
 pub mod error;
 pub mod http;

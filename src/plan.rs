@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{Assignment, DesiredSet, DesiredValidator, Key};
+use crate::domain::{Assignment, DesiredSet, DesiredValidator, Key, Pubkey};
 
 /// The registry as last listed (plus keysync's own writes since, in the
 /// daemon): key → `active`.
@@ -99,14 +99,7 @@ impl Plan {
 pub fn plan(desired: &DesiredSet, snapshot: &RegistrySnapshot) -> Plan {
     let mut out = Plan::default();
     for (key, pubkey) in desired.iter() {
-        if !snapshot.is_active(key) {
-            out.to_register.push(DesiredValidator {
-                validator_index: key.0,
-                chain_id: key.1.clone(),
-                validator_key: *pubkey,
-            });
-            out.to_assign.push(key.clone());
-        }
+        decide(&mut out, key, Some(pubkey), snapshot.is_active(key));
     }
     out.to_unassign = snapshot
         .active()
@@ -116,10 +109,40 @@ pub fn plan(desired: &DesiredSet, snapshot: &RegistrySnapshot) -> Plan {
     out
 }
 
+/// The same rule as [`plan`] over `keys` only (sorted): the daemon's plan
+/// when the registry equalled the desired set everywhere else.
+pub fn plan_for<'a>(
+    desired: &DesiredSet,
+    snapshot: &RegistrySnapshot,
+    keys: impl IntoIterator<Item = &'a Key>,
+) -> Plan {
+    let mut out = Plan::default();
+    for key in keys {
+        decide(&mut out, key, desired.key_of(key), snapshot.is_active(key));
+    }
+    out
+}
+
+/// The rule for one key.
+fn decide(out: &mut Plan, key: &Key, want: Option<&Pubkey>, active: bool) {
+    match (want, active) {
+        (Some(pubkey), false) => {
+            out.to_register.push(DesiredValidator {
+                validator_index: key.0,
+                chain_id: key.1.clone(),
+                validator_key: *pubkey,
+            });
+            out.to_assign.push(key.clone());
+        }
+        (None, true) => out.to_unassign.push(key.clone()),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChainId, Pubkey};
+    use crate::domain::ChainId;
     use proptest::prelude::*;
 
     fn pk(i: u64) -> Pubkey {
@@ -237,6 +260,17 @@ mod tests {
             let want: Vec<Key> = desired.iter().map(|(k, _)| k.clone()).collect();
             prop_assert_eq!(active, want);
             prop_assert!(plan(&desired, &after).is_noop());
+        }
+
+        #[test]
+        fn planning_every_key_equals_the_full_plan(d in arb_desired(), r in arb_rows()) {
+            let (desired, snap) = build(&d, &r);
+            let keys: std::collections::BTreeSet<Key> = desired
+                .iter()
+                .map(|(k, _)| k.clone())
+                .chain(snap.rows().map(|a| (a.validator_index, a.chain_id)))
+                .collect();
+            prop_assert_eq!(plan_for(&desired, &snap, &keys), plan(&desired, &snap));
         }
 
         #[test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::apply::{Applied, Observer, Writer};
 use crate::beacon::{BeaconClient, ValidatorId};
 use crate::cache::ChainCache;
+use crate::desired::Learned;
 use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, ValidatorIndex};
 use crate::error::Error;
 use crate::http::Http;
@@ -73,20 +74,26 @@ pub struct Resolved {
 impl Resolved {
     /// Logs the unknown (pending) and excluded (withdrawn) counts.
     pub fn log_counts(&self, total: usize) {
-        if self.unknown > 0 {
-            tracing::warn!(
-                unknown = self.unknown,
-                total,
-                sample = ?self.unknown_sample,
-                "the beacon node does not know some validators (deposits not yet processed, or typos); they are pending, not removed"
-            );
-        }
-        if self.excluded > 0 {
-            tracing::info!(
-                excluded = self.excluded,
-                "validators in withdrawal_* are no longer owned and leave the desired set"
-            );
-        }
+        log_counts(self.unknown, self.excluded, &self.unknown_sample, total);
+    }
+}
+
+/// Logs how many input lines are unknown to the beacon node (pending) and
+/// how many are out of scope (withdrawn), out of `total`.
+pub fn log_counts(unknown: usize, excluded: usize, sample: &[String], total: usize) {
+    if unknown > 0 {
+        tracing::warn!(
+            unknown,
+            total,
+            sample = ?sample,
+            "the beacon node does not know some validators (deposits not yet processed, or typos); they are pending, not removed"
+        );
+    }
+    if excluded > 0 {
+        tracing::info!(
+            excluded,
+            "validators in withdrawal_* are no longer owned and leave the desired set"
+        );
     }
 }
 
@@ -189,74 +196,69 @@ impl Reconciler {
         cache: &mut ChainCache,
         refresh: &Refresh,
     ) -> Result<Resolved, Error> {
-        let mut resolved = Resolved::default();
+        let mut looked_up = 0;
         if content.needs_beacon() {
-            let beacon = self.beacon.as_ref().ok_or_else(|| {
-                Error::Config(crate::settings::ConfigError {
-                    origin: "KEYSYNC_BEACON_URL".into(),
-                    message: "is required to resolve pubkeys or indices".into(),
-                })
-            })?;
-            let (full, epoch) = lookups(content, cache, refresh);
-            resolved.looked_up = full.len() + epoch.len();
-            let progress = Progress::new(
-                "resolving validators",
-                full.len() + epoch.len(),
-                self.show_progress,
-            );
-            let mut answers = beacon
-                .validators(&full, None, &|n| progress.update(n))
-                .await?;
-            if !epoch.is_empty() {
-                let base = full.len();
-                answers.extend(
-                    beacon
-                        .validators(&epoch, Some(&LEAVING), &|n| progress.update(base + n))
-                        .await?,
-                );
-            }
-            progress.finish();
-            cache.reserve(answers.len().saturating_sub(cache.len()));
-            for v in &answers {
-                cache.learn(v);
-            }
+            let (full, epoch) = lookups(&content.pubkeys, &content.indices, cache, refresh);
+            looked_up = full.len() + epoch.len();
+            self.fetch(&full, &epoch, cache).await?;
         }
-        let mut desired = DesiredSet::new();
-        let mut unknown_sample: Vec<String> = Vec::new();
-        let mut add =
-            |index: Option<ValidatorIndex>, shown: &dyn Fn() -> String, resolved: &mut Resolved| {
-                match index.and_then(|i| cache.get(i).map(|k| (i, k))) {
-                    Some((i, k)) if k.status.in_scope() => desired.insert(DesiredValidator {
-                        validator_index: i,
-                        chain_id: self.chain_id.clone(),
-                        validator_key: k.pubkey,
-                    }),
-                    Some(_) => resolved.excluded += 1,
-                    None => {
-                        resolved.unknown += 1;
-                        if unknown_sample.len() < 3 {
-                            unknown_sample.push(shown());
-                        }
-                    }
-                }
-            };
-        for pk in &content.pubkeys {
-            add(cache.index_of(pk), &|| pk.to_string(), &mut resolved);
-        }
-        for i in &content.indices {
-            add(Some(*i), &|| i.to_string(), &mut resolved);
-        }
-        // Records last: a record wins over a beacon-resolved entry.
-        for r in &content.records {
-            desired.insert(DesiredValidator {
-                validator_index: r.validator_index,
-                chain_id: r.chain_id.clone(),
-                validator_key: r.validator_key,
-            });
-        }
-        resolved.unknown_sample = unknown_sample;
-        resolved.desired = desired;
+        let mut resolved = crate::desired::full(content, cache, &self.chain_id);
+        resolved.looked_up = looked_up;
         Ok(resolved)
+    }
+
+    /// Asks the beacon node for `full` (every status) and `epoch` (leaving
+    /// statuses only) and learns the answers into `cache`. Returns what
+    /// changed.
+    pub async fn fetch(
+        &self,
+        full: &[ValidatorId],
+        epoch: &[ValidatorId],
+        cache: &mut ChainCache,
+    ) -> Result<Vec<Learned>, Error> {
+        if full.is_empty() && epoch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let beacon = self.beacon.as_ref().ok_or_else(|| {
+            Error::Config(crate::settings::ConfigError {
+                origin: "KEYSYNC_BEACON_URL".into(),
+                message: "is required to resolve pubkeys or indices".into(),
+            })
+        })?;
+        let progress = Progress::new(
+            "resolving validators",
+            full.len() + epoch.len(),
+            self.show_progress,
+        );
+        let mut answers = beacon
+            .validators(full, None, &|n| progress.update(n))
+            .await?;
+        if !epoch.is_empty() {
+            let base = full.len();
+            answers.extend(
+                beacon
+                    .validators(epoch, Some(&LEAVING), &|n| progress.update(base + n))
+                    .await?,
+            );
+        }
+        progress.finish();
+        cache.reserve(answers.len().saturating_sub(cache.len()));
+        let mut changed = Vec::new();
+        for v in &answers {
+            let old_pubkey = cache
+                .get(v.index)
+                .map(|k| k.pubkey)
+                .filter(|p| *p != v.pubkey);
+            let displaced = cache.index_of(&v.pubkey).filter(|j| *j != v.index);
+            if cache.learn(v) {
+                changed.push(Learned {
+                    index: v.index,
+                    old_pubkey,
+                    displaced,
+                });
+            }
+        }
+        Ok(changed)
     }
 
     /// Lists the registry.
@@ -335,9 +337,11 @@ impl<O: Observer> Observer for Tracking<'_, O> {
     }
 }
 
-/// Splits the ids to look up into (full lookups, withdrawal-only checks).
-fn lookups(
-    content: &SourceContent,
+/// Splits the ids of `pubkeys` and `indices` lines to look up into (full
+/// lookups, withdrawal-only checks).
+pub(crate) fn lookups<'a>(
+    pubkeys: impl IntoIterator<Item = &'a Pubkey>,
+    indices: impl IntoIterator<Item = &'a ValidatorIndex>,
     cache: &ChainCache,
     refresh: &Refresh,
 ) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
@@ -357,10 +361,10 @@ fn lookups(
             (None, None) => full.extend(index.map(ValidatorId::Index)),
         }
     };
-    for pk in &content.pubkeys {
+    for pk in pubkeys {
         visit(cache.index_of(pk), Some(*pk));
     }
-    for i in &content.indices {
+    for i in indices {
         visit(Some(*i), None);
     }
     // In place: no second copy of a million ids to deduplicate them.
@@ -403,7 +407,7 @@ mod tests {
             records: vec![],
         };
 
-        let (full, epoch) = lookups(&content, &cache, &Refresh::all());
+        let (full, epoch) = lookups(&content.pubkeys, &content.indices, &cache, &Refresh::all());
         assert_eq!(
             full,
             vec![
@@ -418,7 +422,8 @@ mod tests {
         assert!(epoch.is_empty());
 
         let (full, epoch) = lookups(
-            &content,
+            &content.pubkeys,
+            &content.indices,
             &cache,
             &Refresh {
                 epoch: true,
@@ -436,7 +441,8 @@ mod tests {
         );
 
         let (full, epoch) = lookups(
-            &content,
+            &content.pubkeys,
+            &content.indices,
             &cache,
             &Refresh {
                 indices: [3].into(),

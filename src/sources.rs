@@ -28,7 +28,7 @@ pub enum SourceKind {
 }
 
 /// A record from a records JSON file: needs no beacon lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Record {
     pub validator_index: ValidatorIndex,
     pub chain_id: ChainId,
@@ -65,6 +65,62 @@ impl SourceContent {
         self.indices.extend_from_slice(&other.indices);
         self.records.extend_from_slice(&other.records);
     }
+
+    /// What changed from `old` to `self`, as multisets (a line listed twice
+    /// counts twice). Appending, the common case for key tooling, costs a
+    /// slice compare; any other edit a hash count of the rest.
+    pub fn delta_from(&self, old: &SourceContent) -> Delta {
+        let (pubkeys_added, pubkeys_removed) = list_delta(&old.pubkeys, &self.pubkeys);
+        let (indices_added, indices_removed) = list_delta(&old.indices, &self.indices);
+        let (records_added, records_removed) = list_delta(&old.records, &self.records);
+        Delta {
+            added: SourceContent {
+                pubkeys: pubkeys_added,
+                indices: indices_added,
+                records: records_added,
+            },
+            removed: SourceContent {
+                pubkeys: pubkeys_removed,
+                indices: indices_removed,
+                records: records_removed,
+            },
+        }
+    }
+}
+
+/// The change of one source between two reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub added: SourceContent,
+    pub removed: SourceContent,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// `(added, removed)` from `old` to `new`, counted as multisets.
+fn list_delta<T: Clone + Eq + std::hash::Hash>(old: &[T], new: &[T]) -> (Vec<T>, Vec<T>) {
+    let common = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let (old, new) = (&old[common..], &new[common..]);
+    if old.is_empty() || new.is_empty() {
+        return (new.to_vec(), old.to_vec());
+    }
+    let mut count: rustc_hash::FxHashMap<&T, i64> = Default::default();
+    for x in new {
+        *count.entry(x).or_default() += 1;
+    }
+    for x in old {
+        *count.entry(x).or_default() -= 1;
+    }
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    for (x, n) in count {
+        let to = if n > 0 { &mut added } else { &mut removed };
+        to.extend(std::iter::repeat_n(x, n.unsigned_abs() as usize).cloned());
+    }
+    (added, removed)
 }
 
 /// Where in a file a problem is.

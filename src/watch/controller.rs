@@ -22,6 +22,7 @@ use super::ops::Health;
 use super::trigger::{Pending, Trigger};
 use crate::apply::{Observer, Writer};
 use crate::cache::ChainCache;
+use crate::desired::Live;
 use crate::domain::{Key, ValidatorIndex};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -40,6 +41,12 @@ pub struct Controller {
     pub health: Arc<Health>,
     pub limiter: DefaultDirectRateLimiter,
     pub snapshot: Option<RegistrySnapshot>,
+    /// The desired set, kept between passes.
+    pub live: Live,
+    /// The registry equalled the desired set after the last pass (every
+    /// planned write landed, none held): the next plan needs only the keys
+    /// touched since.
+    pub converged: bool,
     /// Our validators with a voluntary exit seen: refreshed in full each epoch
     /// until they leave scope.
     pub watched: BTreeSet<ValidatorIndex>,
@@ -179,15 +186,18 @@ impl Controller {
     async fn pass_inner(&mut self, p: &Pending, reasons: Vec<&'static str>) -> Result<(), Error> {
         let started = Instant::now();
 
-        // 1. Inputs: only what changed.
-        if p.all_sources {
+        // 1. Inputs: only what changed; the desired set takes in each change.
+        let rebuilt = p.all_sources;
+        if rebuilt {
             self.inputs.reload_all(&self.store, &self.metrics);
+            self.live.rebuild(&self.inputs.content(), &self.cache);
         } else {
             for path in &p.paths {
-                self.inputs.reload(path, &self.store, &self.metrics);
+                if let Some(delta) = self.inputs.reload(path, &self.store, &self.metrics) {
+                    self.live.apply(&delta, &self.cache);
+                }
             }
         }
-        let content = self.inputs.content();
 
         let t_inputs = started.elapsed();
         // 2. Beacon: check the chain when asked (start, reconnect, resync, retry).
@@ -210,7 +220,7 @@ impl Controller {
             self.last_epoch_refresh = Some(Instant::now());
         }
         for i in &p.exits {
-            if self.ours(*i, &content) && self.watched.insert(*i) {
+            if self.live.owns(*i, &self.cache) && self.watched.insert(*i) {
                 tracing::info!(
                     validator_index = i,
                     "voluntary exit seen for one of ours; watching its status closely"
@@ -220,10 +230,14 @@ impl Controller {
         if refresh.epoch || !p.exits.is_empty() {
             refresh.indices.extend(self.watched.iter().copied());
         }
-        let resolved = self
-            .rec
-            .resolve(&content, &mut self.cache, &refresh)
-            .await?;
+        // Ask only what is stale: lines never resolved, the validators under
+        // close watch, and every status at an epoch boundary or reconnect.
+        let (full, epoch) = self.live.lookups(&self.cache, &refresh);
+        let looked_up = full.len() + epoch.len();
+        let learned = self.rec.fetch(&full, &epoch, &mut self.cache).await?;
+        self.live.learned(&learned, &self.cache);
+        let inputs = &self.inputs;
+        self.live.settle(&self.cache, |key| inputs.last_record(key));
         if let Err(e) = self.store.save_cache(&mut self.cache) {
             tracing::warn!(error = %e, "could not persist the chain cache");
         }
@@ -241,10 +255,16 @@ impl Controller {
                 _ => true,
             }
         });
+        let (unknown, excluded, sample) = self.live.counts(&self.cache);
+        if (unknown, excluded) != self.last_counts {
+            self.last_counts = (unknown, excluded);
+            crate::reconcile::log_counts(unknown, excluded, &sample, self.live.lines());
+        }
 
         let t_resolve = started.elapsed();
         // 3. Registry: the snapshot, re-listed when asked.
-        if p.relist || self.snapshot.is_none() {
+        let relisted = p.relist || self.snapshot.is_none();
+        if relisted {
             self.snapshot = Some(self.rec.list().await?);
         }
         let mut snapshot = self.snapshot.take().unwrap_or_default();
@@ -276,7 +296,20 @@ impl Controller {
         } else {
             Mode::Plan
         };
-        let planned = crate::plan::plan(&resolved.desired, &snapshot);
+        // When the registry equalled the desired set after the last pass,
+        // only the keys touched since can differ: plan those alone.
+        let desired = self.live.desired();
+        let planned = if rebuilt || relisted || !self.converged {
+            crate::plan::plan(desired, &snapshot)
+        } else {
+            let delta = crate::plan::plan_for(desired, &snapshot, self.live.touched());
+            if cfg!(debug_assertions) {
+                // Every test run checks the shortcut against the full rule.
+                assert_eq!(delta, crate::plan::plan(desired, &snapshot), "delta plan");
+            }
+            delta
+        };
+        self.converged = false;
         self.metrics.set(
             "keysync_planned_changes",
             &[("kind", "assign")],
@@ -327,6 +360,9 @@ impl Controller {
         };
         self.snapshot = Some(snapshot);
         let outcome = result?;
+        self.live.clear_touched();
+        self.converged =
+            apply && outcome.held.is_empty() && outcome.applied.is_some_and(|a| !a.stopped);
         if let Err(e) = self.store.journal_clear() {
             tracing::warn!(error = %e, "could not clear the apply journal");
         }
@@ -344,7 +380,7 @@ impl Controller {
         self.metrics.set(
             "keysync_desired_validators",
             &[],
-            resolved.desired.len() as f64,
+            self.live.desired().len() as f64,
         );
         self.metrics.set(
             "keysync_assigned_validators",
@@ -385,22 +421,12 @@ impl Controller {
             );
         }
         tracing::debug!(
-            desired = resolved.desired.len(),
-            looked_up = resolved.looked_up,
+            desired = self.live.desired().len(),
+            looked_up,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconcile done"
         );
         Ok(())
-    }
-
-    /// Whether index `i` belongs to one of our inputs.
-    fn ours(&self, i: ValidatorIndex, content: &crate::sources::SourceContent) -> bool {
-        let Some(known) = self.cache.get(i) else {
-            return false;
-        };
-        content.indices.contains(&i)
-            || content.pubkeys.contains(&known.pubkey)
-            || content.records.iter().any(|r| r.validator_index == i)
     }
 }
 

@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::domain::{Key, Pubkey};
 use crate::metrics::Metrics;
 use crate::settings::Inputs;
-use crate::sources::{self, SourceContent, SourceKind};
+use crate::sources::{self, Delta, SourceContent, SourceKind};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -128,12 +129,14 @@ impl InputSet {
         paths.sort();
         paths.dedup();
         for p in paths {
-            self.reload(&p, store, metrics);
+            // The caller rebuilds from the whole content after this.
+            let _ = self.reload(&p, store, metrics);
         }
     }
 
-    /// Re-reads one path after a change.
-    pub fn reload(&mut self, path: &Path, store: &Store, metrics: &Metrics) {
+    /// Re-reads one path after a change. Returns how its content changed,
+    /// if it did.
+    pub fn reload(&mut self, path: &Path, store: &Store, metrics: &Metrics) -> Option<Delta> {
         let in_dir = self
             .inputs
             .input_dir
@@ -142,26 +145,28 @@ impl InputSet {
         let kind = match self.entries.get(path) {
             Some(e) => e.kind,
             None if in_dir => SourceKind::Detect,
-            None => return,
+            None => return None,
         };
         let exists = std::fs::metadata(path);
         if kind == SourceKind::Detect
             && matches!(&exists, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
         {
-            if self.entries.remove(path).is_some() {
-                tracing::info!(path = %path.display(), "input file removed from the drop directory");
-                if let Err(e) = store.remove_source(&key(path)) {
-                    tracing::warn!(error = %e, "cannot forget a removed input in the store");
-                }
+            let removed = self.entries.remove(path)?;
+            tracing::info!(path = %path.display(), "input file removed from the drop directory");
+            if let Err(e) = store.remove_source(&key(path)) {
+                tracing::warn!(error = %e, "cannot forget a removed input in the store");
             }
-            return;
+            return Some(Delta {
+                added: SourceContent::default(),
+                removed: removed.content,
+            });
         }
         if exists.as_ref().is_ok_and(|m| !m.is_file()) {
-            return;
+            return None;
         }
         if exists.as_ref().is_ok_and(|m| m.len() == 0) {
             tracing::warn!(path = %path.display(), "input file is empty (being written?); keeping its last good content. To empty a list on purpose, leave a comment line in it");
-            return;
+            return None;
         }
         let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
             kind,
@@ -175,19 +180,30 @@ impl InputSet {
                 if entry.failing {
                     tracing::info!(path = %path.display(), "input file parses again");
                 }
-                let changed = !entry.known || entry.content != content;
+                // An entry never known holds no content: all of it is added.
+                let delta = content.delta_from(&entry.content);
+                let changed = !entry.known || !delta.is_empty();
                 entry.failing = false;
                 entry.known = true;
-                if changed {
-                    tracing::info!(path = %path.display(), entries = content.len(), "input file loaded");
-                    entry.content = content;
-                    entry.unsaved = true;
+                if !changed {
+                    return None;
                 }
+                tracing::info!(
+                    path = %path.display(),
+                    entries = content.len(),
+                    added = delta.added.len(),
+                    removed = delta.removed.len(),
+                    "input file loaded"
+                );
+                entry.content = content;
+                entry.unsaved = true;
+                Some(delta)
             }
             Err(e) => {
                 entry.failing = true;
                 metrics.inc("keysync_source_errors_total", &[]);
                 tracing::error!(error = %e, kept = entry.content.len(), "input file cannot be used; keeping its last good content");
+                None
             }
         }
     }
@@ -212,6 +228,17 @@ impl InputSet {
             all.extend(&e.content);
         }
         all
+    }
+
+    /// The pubkey of the last record for `key`, in input order (the one
+    /// that wins when records disagree).
+    pub fn last_record(&self, key: &Key) -> Option<Pubkey> {
+        self.entries
+            .values()
+            .flat_map(|e| e.content.records.iter())
+            .filter(|r| r.validator_index == key.0 && r.chain_id == key.1)
+            .last()
+            .map(|r| r.validator_key)
     }
 
     /// False while some input has never parsed (first start with a broken

@@ -138,6 +138,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
         let _ = tx.send(Trigger::Startup);
         notify_systemd("READY=1");
         let controller = Controller {
+            live: crate::desired::Live::new(rec.chain_id.clone()),
             rec,
             store,
             cache,
@@ -147,6 +148,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             metrics: task_metrics,
             health: task_health,
             snapshot: None,
+            converged: false,
             watched: Default::default(),
             shutdown: task_shutdown,
             failures: 0,
