@@ -236,8 +236,7 @@ impl InputSet {
         self.entries
             .values()
             .flat_map(|e| e.content.records.iter())
-            .filter(|r| r.validator_index == key.0 && r.chain_id == key.1)
-            .last()
+            .rfind(|r| r.validator_index == key.0 && r.chain_id == key.1)
             .map(|r| r.validator_key)
     }
 
