@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::inputs::InputSet;
 use super::ops::Health;
-use super::trigger::{Pending, Trigger};
+use super::trigger::{Pending, Stamped, Trigger};
 use crate::apply::{Observer, Writer};
 use crate::cache::ChainCache;
 use crate::desired::Live;
@@ -60,19 +60,23 @@ pub struct Controller {
 
 impl Controller {
     /// Runs until shutdown. Triggers arrive on `rx`.
-    pub async fn run(mut self, mut rx: UnboundedReceiver<Trigger>) -> Result<u8, Error> {
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Stamped>) -> Result<u8, Error> {
         let debounce = self.settings.watch.debounce;
         let max_wait = self.settings.watch.max_wait;
         let mut pending = Pending::default();
         let mut retry_at: Option<tokio::time::Instant> = None;
         // The rest of a split batch: already debounced, runs at once.
         let mut follow_up = false;
+        // The batch's debounce clock: its first trigger, and the last one of
+        // each class. A file change settles on file events only; chain events
+        // arriving meanwhile ride along without pushing its pass back.
+        let mut clock = Clock::default();
         loop {
             if pending.is_empty() {
                 // Idle: wait for the first trigger.
                 tokio::select! {
                     t = rx.recv() => match t {
-                        Some(t) => pending.add(t),
+                        Some(t) => clock.add(&mut pending, t),
                         None => break,
                     },
                     _ = self.shutdown.changed() => {}
@@ -84,8 +88,8 @@ impl Controller {
                     tokio::select! {
                         t = rx.recv() => match t {
                             Some(t) => {
-                                let back = t == Trigger::Reconnected;
-                                pending.add(t);
+                                let back = t.trigger == Trigger::Reconnected;
+                                clock.add(&mut pending, t);
                                 if back {
                                     break;
                                 }
@@ -96,25 +100,28 @@ impl Controller {
                         _ = self.shutdown.changed() => break,
                     }
                 }
-                pending.add(Trigger::Retry);
+                pending.add(Trigger::Retry, Instant::now());
+                // Already waited out: no debounce on top of the backoff.
+                follow_up = true;
             }
             if *self.shutdown.borrow() {
                 break;
             }
             // Trailing-edge debounce, capped by the maximum wait.
-            let first = tokio::time::Instant::now();
-            let mut last = first;
             while !std::mem::take(&mut follow_up) {
-                let deadline = (last + debounce).min(first + max_wait);
+                let Some(deadline) = clock.deadline(debounce, max_wait) else {
+                    break;
+                };
                 tokio::select! {
                     t = rx.recv() => match t {
-                        Some(t) => { pending.add(t); last = tokio::time::Instant::now(); }
+                        Some(t) => clock.add(&mut pending, t),
                         None => break,
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                     _ = self.shutdown.changed() => break,
                 }
             }
+            clock = Clock::default();
             if *self.shutdown.borrow() {
                 break;
             }
@@ -430,6 +437,35 @@ impl Controller {
     }
 }
 
+/// When a batch of triggers is due.
+#[derive(Debug, Default)]
+struct Clock {
+    first: Option<tokio::time::Instant>,
+    last_source: Option<tokio::time::Instant>,
+    last_other: Option<tokio::time::Instant>,
+}
+
+impl Clock {
+    fn add(&mut self, pending: &mut Pending, t: Stamped) {
+        self.first = Some(self.first.map_or(t.at, |f| f.min(t.at)));
+        let last = match t.trigger {
+            Trigger::Source(_) => &mut self.last_source,
+            _ => &mut self.last_other,
+        };
+        *last = Some(last.map_or(t.at, |l| l.max(t.at)));
+        pending.add(t.trigger, t.at.into_std());
+    }
+
+    /// The trailing edge: `debounce` after the last file event if there is
+    /// one, else after the last trigger; never later than `max_wait` after
+    /// the first. `None` for an empty batch.
+    fn deadline(&self, debounce: Duration, max_wait: Duration) -> Option<tokio::time::Instant> {
+        let last = self.last_source.or(self.last_other)?;
+        let first = self.first.unwrap_or(last);
+        Some((last + debounce).min(first + max_wait))
+    }
+}
+
 /// Keeps the journal's progress.
 struct Journaling<'a> {
     store: &'a Store,
@@ -461,4 +497,51 @@ fn unix_now() -> u64 {
 /// Backoff between failed passes: 1 s doubling to 60 s.
 fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t0: tokio::time::Instant, ms: u64) -> tokio::time::Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    fn stamped(trigger: Trigger, at: tokio::time::Instant) -> Stamped {
+        Stamped { trigger, at }
+    }
+
+    #[test]
+    fn a_file_change_settles_on_file_events_only() {
+        let (debounce, max_wait) = (Duration::from_millis(250), Duration::from_millis(2000));
+        let t0 = tokio::time::Instant::now();
+        let mut pending = Pending::default();
+        let mut clock = Clock::default();
+        assert_eq!(clock.deadline(debounce, max_wait), None);
+
+        clock.add(&mut pending, stamped(Trigger::Source("/in/a".into()), t0));
+        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 250)));
+        // An epoch boundary meanwhile rides along; it does not push the pass back.
+        clock.add(&mut pending, stamped(Trigger::Epoch, at(t0, 200)));
+        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 250)));
+        // The file written again: its pass waits for the writes to settle.
+        clock.add(
+            &mut pending,
+            stamped(Trigger::Source("/in/a".into()), at(t0, 240)),
+        );
+        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 490)));
+        // ... but never longer than the maximum wait after the first trigger.
+        clock.add(
+            &mut pending,
+            stamped(Trigger::Source("/in/a".into()), at(t0, 1900)),
+        );
+        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 2000)));
+        assert!(pending.refresh.epoch && pending.paths.len() == 1);
+
+        // Chain events alone settle on the last of them.
+        let mut clock = Clock::default();
+        clock.add(&mut pending, stamped(Trigger::Epoch, t0));
+        clock.add(&mut pending, stamped(Trigger::Finalized, at(t0, 30)));
+        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 280)));
+    }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -28,7 +28,7 @@ use crate::store::Store;
 use controller::Controller;
 use inputs::InputSet;
 use ops::Health;
-use trigger::Trigger;
+use trigger::{Trigger, Triggers};
 
 /// A running daemon (in-process handle, used by `run` and by tests).
 pub struct Daemon {
@@ -95,7 +95,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
         tracing::warn!("shadow mode: plans are logged and exposed in /metrics, nothing is written (add --apply to write)");
     }
 
-    let (tx, rx) = mpsc::unbounded_channel::<Trigger>();
+    let (tx, rx) = trigger::channel();
     let inputs = InputSet::restore(settings.inputs.clone(), &store);
     let watcher = watch_files(&inputs, tx.clone())?;
     let cache = store.load_cache();
@@ -135,7 +135,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             tx.clone(),
             task_shutdown.clone(),
         )));
-        let _ = tx.send(Trigger::Startup);
+        tx.send(Trigger::Startup);
         notify_systemd("READY=1");
         let controller = Controller {
             live: crate::desired::Live::new(rec.chain_id.clone()),
@@ -197,16 +197,12 @@ async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> Result<Reconcile
     }
 }
 
-async fn resync_timer(
-    every: Duration,
-    tx: mpsc::UnboundedSender<Trigger>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn resync_timer(every: Duration, tx: Triggers, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => { let _ = tx.send(Trigger::Resync); }
+            _ = tick.tick() => tx.send(Trigger::Resync),
             _ = shutdown.changed() => return,
         }
     }
@@ -215,7 +211,7 @@ async fn resync_timer(
 /// Watches the input files' directories; every relevant change is a trigger.
 fn watch_files(
     inputs: &InputSet,
-    tx: mpsc::UnboundedSender<Trigger>,
+    tx: Triggers,
 ) -> Result<Option<notify::RecommendedWatcher>, Error> {
     let dirs = inputs.watch_dirs();
     if dirs.is_empty() {
@@ -230,7 +226,7 @@ fn watch_files(
                 }
                 for p in ev.paths {
                     if filter.matches(&p) {
-                        let _ = tx.send(Trigger::Source(p));
+                        tx.send(Trigger::Source(p));
                     }
                 }
             }

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use url::Url;
 
 use super::ops::Health;
-use super::trigger::Trigger;
+use super::trigger::{Trigger, Triggers};
 use crate::beacon::events::{parse_event, Event, Frame, SseParser, TOPICS};
 use crate::beacon::{self, BeaconClient};
 use crate::http::Http;
@@ -36,7 +35,7 @@ pub struct StreamConfig {
 /// Runs until `shutdown` turns true.
 pub async fn follow(
     cfg: StreamConfig,
-    triggers: UnboundedSender<Trigger>,
+    triggers: Triggers,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
@@ -125,7 +124,7 @@ async fn session(
     position: usize,
     silence: Duration,
     come_back: Duration,
-    triggers: &UnboundedSender<Trigger>,
+    triggers: &Triggers,
     metrics: &Metrics,
     health: &Health,
 ) -> Session {
@@ -162,7 +161,7 @@ async fn session(
     health.touch_event();
     metrics.set("keysync_event_stream_connected", &[], 1.0);
     metrics.inc("keysync_event_stream_reconnects_total", &[]);
-    let _ = triggers.send(Trigger::Reconnected);
+    triggers.send(Trigger::Reconnected);
 
     let mut body = resp.bytes_stream();
     let mut parser = SseParser::new();
@@ -200,7 +199,7 @@ async fn session(
                 Ok(ev) => {
                     metrics.inc("keysync_events_total", &[("topic", topic(&ev))]);
                     if let Some(t) = trigger_for(ev) {
-                        let _ = triggers.send(t);
+                        triggers.send(t);
                     }
                 }
                 Err(e) => {

@@ -1,12 +1,15 @@
 //! Triggers and their coalescing: why a pass should run and what may be stale.
 //!
-//! Owns the [`Trigger`] vocabulary and [`Pending`], the merge of every
-//! trigger since the last pass. A trigger never carries an answer: the pass
-//! re-reads state, so duplicate or lost triggers cannot make it wrong.
+//! Owns the [`Trigger`] vocabulary, the channel that carries triggers with
+//! the instant they happened, and [`Pending`], the merge of every trigger
+//! since the last pass. A trigger never carries an answer: the pass re-reads
+//! state, so duplicate or lost triggers cannot make it wrong.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
+
+use tokio::sync::mpsc;
 
 use crate::domain::ValidatorIndex;
 use crate::reconcile::Refresh;
@@ -49,6 +52,36 @@ impl Trigger {
     }
 }
 
+/// A trigger and when it happened. A trigger that waited in the channel
+/// while a pass ran is debounced from when it happened, not from when the
+/// loop got to it.
+#[derive(Debug)]
+pub struct Stamped {
+    pub trigger: Trigger,
+    pub at: tokio::time::Instant,
+}
+
+/// The sending side of the trigger channel; stamps every trigger.
+#[derive(Debug, Clone)]
+pub struct Triggers(mpsc::UnboundedSender<Stamped>);
+
+impl Triggers {
+    /// Sends `t`, stamped now. A closed channel means the daemon is
+    /// stopping: the trigger is moot.
+    pub fn send(&self, trigger: Trigger) {
+        let _ = self.0.send(Stamped {
+            trigger,
+            at: tokio::time::Instant::now(),
+        });
+    }
+}
+
+/// A trigger channel.
+pub fn channel() -> (Triggers, mpsc::UnboundedReceiver<Stamped>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Triggers(tx), rx)
+}
+
 /// Everything the triggers since the last pass marked stale.
 #[derive(Debug, Clone, Default)]
 pub struct Pending {
@@ -75,8 +108,9 @@ impl Pending {
         self.reasons.is_empty()
     }
 
-    pub fn add(&mut self, t: Trigger) {
-        self.first_at.get_or_insert_with(Instant::now);
+    /// Adds trigger `t`, which happened at `at`.
+    pub fn add(&mut self, t: Trigger, at: Instant) {
+        self.first_at = Some(self.first_at.map_or(at, |f| f.min(at)));
         self.reasons.insert(t.reason());
         match t {
             Trigger::Startup => {
@@ -131,16 +165,16 @@ mod tests {
     #[test]
     fn triggers_coalesce_into_one_pending_pass() {
         let mut p = Pending::default();
-        p.add(Trigger::Source("/a".into()));
-        p.add(Trigger::Source("/a".into()));
-        p.add(Trigger::Epoch);
-        p.add(Trigger::Finalized);
-        p.add(Trigger::Exit(5));
+        p.add(Trigger::Source("/a".into()), Instant::now());
+        p.add(Trigger::Source("/a".into()), Instant::now());
+        p.add(Trigger::Epoch, Instant::now());
+        p.add(Trigger::Finalized, Instant::now());
+        p.add(Trigger::Exit(5), Instant::now());
         assert_eq!(p.paths.len(), 1);
         assert!(p.refresh.epoch && p.finalized && !p.refresh.all && !p.relist);
         assert_eq!(p.exits, [5].into());
         let mut q = Pending::default();
-        q.add(Trigger::Reconnected);
+        q.add(Trigger::Reconnected, Instant::now());
         q.merge(p);
         assert!(q.refresh.all && q.refresh.epoch);
         assert_eq!(q.reasons.len(), 5);
