@@ -40,25 +40,38 @@ impl FromStr for Pubkey {
         if hex.len() != 96 {
             return Err(PubkeyError::Length(hex.chars().count()));
         }
+        // Table-driven and branch-free: a daemon re-reads 100,000-line files.
         let mut out = [0u8; 48];
-        let bytes = hex.as_bytes();
-        for (i, byte) in out.iter_mut().enumerate() {
-            let hi = nibble(bytes[2 * i])?;
-            let lo = nibble(bytes[2 * i + 1])?;
-            *byte = (hi << 4) | lo;
+        let mut bad = 0u8;
+        for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+            bad |= hi | lo;
+            *byte = (hi << 4) | (lo & 0x0f);
+        }
+        if bad & 0xf0 != 0 {
+            let c = hex.chars().find(|c| !c.is_ascii_hexdigit()).unwrap_or('?');
+            return Err(PubkeyError::NotHex(c));
         }
         Ok(Pubkey(out))
     }
 }
 
-fn nibble(b: u8) -> Result<u8, PubkeyError> {
-    match b {
-        b'0'..=b'9' => Ok(b - b'0'),
-        b'a'..=b'f' => Ok(b - b'a' + 10),
-        b'A'..=b'F' => Ok(b - b'A' + 10),
-        other => Err(PubkeyError::NotHex(other as char)),
+/// Hex digit values; 0xff for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 impl fmt::Display for Pubkey {
     /// Lowercase `0x` form, the only form keysync ever sends.
@@ -306,6 +319,27 @@ mod tests {
         assert_eq!("0xabc".parse::<Pubkey>(), Err(PubkeyError::Length(3)));
         let bad = format!("0x{}g", &PK[..95]);
         assert_eq!(bad.parse::<Pubkey>(), Err(PubkeyError::NotHex('g')));
+        // 96 bytes, but one character is two of them.
+        let wide = format!("é{}", &PK[..94]);
+        assert_eq!(wide.parse::<Pubkey>(), Err(PubkeyError::NotHex('é')));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pubkey_round_trips_and_takes_exactly_the_hex_digits(bytes in proptest::collection::vec(proptest::num::u8::ANY, 48), at in 0usize..96, c in proptest::char::range('!', '~')) {
+            let mut b = [0u8; 48];
+            b.copy_from_slice(&bytes);
+            let text = Pubkey(b).to_string();
+            proptest::prop_assert_eq!(text.parse::<Pubkey>(), Ok(Pubkey(b)));
+            proptest::prop_assert_eq!(text.to_uppercase().replacen("0X", "0x", 1).parse::<Pubkey>(), Ok(Pubkey(b)));
+            // Any one character replaced by a non-hex one (of one byte, to keep the length) is refused.
+            if !c.is_ascii_hexdigit() {
+                let mut t = text.into_bytes();
+                t[2 + at] = c as u8;
+                let t = String::from_utf8(t).unwrap_or_default();
+                proptest::prop_assert_eq!(t.parse::<Pubkey>(), Err(PubkeyError::NotHex(c)));
+            }
+        }
     }
 
     #[test]
