@@ -8,6 +8,7 @@
 //! [`cli`] are the two stages of configuration; [`error`] maps failures to
 //! exit codes.
 
+pub mod alloc;
 pub mod apply;
 pub mod beacon;
 pub mod cache;
