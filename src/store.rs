@@ -3,13 +3,17 @@
 //! Owns what keysync keeps between runs, every tree a cache or a journal
 //! that can be rebuilt from the beacon node and the registry:
 //! - `chain:<chain id>`: index → pubkey + last known status (`ChainCache`);
-//! - `sources`: the last content of each input that parsed (invariant 1);
+//! - `inputs`: the last content of each input that parsed (invariant 1), in
+//!   chunks of 64 KiB with a manifest of their hashes, so saving a changed
+//!   input writes only the chunks that changed (an append: two or three);
 //! - `journal`: the apply in flight, so a kill mid-apply is seen and resumed;
-//! - `meta`: the schema version.
+//! - the default tree: the schema version.
 //!
-//! An unknown, foreign or corrupt store is moved aside and rebuilt, never a
-//! crash loop; a store locked by another keysync is refused (two writers
-//! must not share one directory). Never holds the API key or any secret.
+//! A store of the previous schema (v2: each input in one blob) is migrated
+//! in place. An unknown, foreign or corrupt store is moved aside and rebuilt,
+//! never a crash loop; a store locked by another keysync is refused (two
+//! writers must not share one directory). Never holds the API key or any
+//! secret.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +22,9 @@ use crate::domain::{ChainId, Pubkey, Status};
 use crate::sources::{Record, SourceContent};
 
 const SCHEMA_KEY: &[u8] = b"schema";
-const SCHEMA: &[u8] = b"keysync-store-v2";
+const SCHEMA: &[u8] = b"keysync-store-v3";
+/// The previous schema: migrated on open.
+const SCHEMA_V2: &[u8] = b"keysync-store-v2";
 const JOURNAL_KEY: &[u8] = b"in_flight";
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +51,7 @@ pub struct JournalEntry {
 pub struct Store {
     db: sled::Db,
     chain: sled::Tree,
-    sources: sled::Tree,
+    inputs: sled::Tree,
     journal: sled::Tree,
 }
 
@@ -60,8 +66,14 @@ fn is_lock_error(e: &sled::Error) -> bool {
 /// Opens sled, turning its panics on corrupt files into errors.
 fn try_open(path: &Path) -> Result<sled::Db, sled::Error> {
     let path = path.to_path_buf();
-    std::panic::catch_unwind(move || sled::Config::new().path(path).open())
-        .unwrap_or_else(|_| Err(sled::Error::Corruption { at: None, bt: () }))
+    std::panic::catch_unwind(move || {
+        // A small page cache: the store's working set is a few megabytes.
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(16 << 20)
+            .open()
+    })
+    .unwrap_or_else(|_| Err(sled::Error::Corruption { at: None, bt: () }))
 }
 
 impl Store {
@@ -87,6 +99,22 @@ impl Store {
         let db = match opened {
             Ok(db) => match Self::check_schema(&db) {
                 Ok(()) => db,
+                Err(_) if matches!(db.get(SCHEMA_KEY), Ok(Some(v)) if v.as_ref() == SCHEMA_V2) => {
+                    match Self::migrate_v2(&db) {
+                        Ok(n) => {
+                            tracing::info!(inputs = n, "state store migrated from schema v2");
+                            db
+                        }
+                        Err(why) => {
+                            drop(db);
+                            Self::move_aside(&db_path, &format!("cannot migrate from v2: {why}"))?;
+                            try_open(&db_path).map_err(|e| StoreError::Open {
+                                path: db_path.clone(),
+                                detail: e.to_string(),
+                            })?
+                        }
+                    }
+                }
                 Err(why) => {
                     drop(db);
                     Self::move_aside(&db_path, &why)?;
@@ -109,7 +137,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name).map_err(write_err);
         Ok(Store {
             chain: tree(&format!("chain:{}", chain_id.as_str()))?,
-            sources: tree("sources")?,
+            inputs: tree("inputs")?,
             journal: tree("journal")?,
             db,
         })
@@ -124,6 +152,33 @@ impl Store {
             Ok(None) => Err("no schema marker (foreign data)".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// v2 kept each input in one blob in `sources`: re-save them chunked,
+    /// then mark the store v3 and drop the old tree. A crash part-way leaves
+    /// the v2 marker, and the migration runs again.
+    fn migrate_v2(db: &sled::Db) -> Result<usize, String> {
+        let old = db.open_tree("sources").map_err(|e| e.to_string())?;
+        let inputs = db.open_tree("inputs").map_err(|e| e.to_string())?;
+        let mut n = 0;
+        for item in old.iter() {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            let key = String::from_utf8_lossy(&k);
+            match decode_source(&v) {
+                Some(content) => {
+                    save_chunked(&inputs, &key, &content).map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+                None => {
+                    tracing::warn!(input = %key, "unreadable stored input dropped in the migration")
+                }
+            }
+        }
+        inputs.flush().map_err(|e| e.to_string())?;
+        db.insert(SCHEMA_KEY, SCHEMA).map_err(|e| e.to_string())?;
+        db.flush().map_err(|e| e.to_string())?;
+        db.drop_tree("sources").map_err(|e| e.to_string())?;
+        Ok(n)
     }
 
     fn move_aside(db_path: &Path, why: &str) -> Result<(), StoreError> {
@@ -179,30 +234,55 @@ impl Store {
         Ok(dirty.len())
     }
 
-    /// The last good content of a source.
+    /// The last good content of a source; `None` if there is none, or if
+    /// what is stored does not check out (then it is forgotten, so the next
+    /// save writes every chunk).
     pub fn load_source(&self, key: &str) -> Option<SourceContent> {
-        let v = self.sources.get(key.as_bytes()).ok().flatten()?;
-        decode_source(&v)
+        let m = self.inputs.get(manifest_key(key)).ok().flatten()?;
+        let loaded = Manifest::decode(&m).and_then(|m| {
+            let mut bytes = Vec::with_capacity(m.len);
+            for (n, hash) in m.hashes.iter().enumerate() {
+                let chunk = self.inputs.get(chunk_key(key, n)).ok().flatten()?;
+                if chunk_hash(&chunk) != *hash {
+                    return None;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            (bytes.len() == m.len)
+                .then(|| decode_source(&bytes))
+                .flatten()
+        });
+        if loaded.is_none() {
+            tracing::warn!(
+                input = key,
+                "stored last good content of an input is damaged; forgetting it"
+            );
+            let _ = self.remove_source(key);
+        }
+        loaded
     }
 
     pub fn source_keys(&self) -> Vec<String> {
-        self.sources
-            .iter()
+        self.inputs
+            .scan_prefix(b"m")
             .keys()
             .flatten()
-            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .map(|k| String::from_utf8_lossy(&k[1..]).into_owned())
             .collect()
     }
 
-    pub fn save_source(&self, key: &str, content: &SourceContent) -> Result<(), StoreError> {
-        self.sources
-            .insert(key.as_bytes(), encode_source(content))
-            .map_err(write_err)?;
-        Ok(())
+    /// Saves a source's content; returns how many chunks were written.
+    pub fn save_source(&self, key: &str, content: &SourceContent) -> Result<usize, StoreError> {
+        save_chunked(&self.inputs, key, content)
     }
 
     pub fn remove_source(&self, key: &str) -> Result<(), StoreError> {
-        self.sources.remove(key.as_bytes()).map_err(write_err)?;
+        let mut batch = sled::Batch::default();
+        batch.remove(manifest_key(key));
+        for k in self.inputs.scan_prefix(chunk_prefix(key)).keys().flatten() {
+            batch.remove(k);
+        }
+        self.inputs.apply_batch(batch).map_err(write_err)?;
         Ok(())
     }
 
@@ -234,6 +314,104 @@ impl Store {
         self.db.flush().map_err(write_err)?;
         Ok(())
     }
+}
+
+/// Bytes per stored input chunk.
+const CHUNK: usize = 64 * 1024;
+
+fn manifest_key(key: &str) -> Vec<u8> {
+    [b"m", key.as_bytes()].concat()
+}
+
+fn chunk_prefix(key: &str) -> Vec<u8> {
+    // Paths never hold a NUL byte: `c<key>\0` prefixes this key's chunks only.
+    [b"c", key.as_bytes(), b"\0"].concat()
+}
+
+fn chunk_key(key: &str, n: usize) -> Vec<u8> {
+    [chunk_prefix(key), (n as u32).to_be_bytes().to_vec()].concat()
+}
+
+/// An input's stored form: its encoded length and one hash per chunk.
+struct Manifest {
+    len: usize,
+    hashes: Vec<u64>,
+}
+
+impl Manifest {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + 8 * self.hashes.len());
+        v.extend_from_slice(&(self.len as u64).to_be_bytes());
+        for h in &self.hashes {
+            v.extend_from_slice(&h.to_be_bytes());
+        }
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Manifest> {
+        let mut r = Reader(bytes);
+        let len = usize::try_from(r.u64()?).ok()?;
+        let mut hashes = Vec::with_capacity(r.0.len() / 8);
+        while !r.0.is_empty() {
+            hashes.push(r.u64()?);
+        }
+        Some(Manifest { len, hashes })
+    }
+}
+
+/// Writes the chunks of `content` whose hash changed, the manifest, and
+/// removes chunks past the end, in one atomic batch.
+fn save_chunked(
+    tree: &sled::Tree,
+    key: &str,
+    content: &SourceContent,
+) -> Result<usize, StoreError> {
+    let bytes = encode_source(content);
+    let old = tree
+        .get(manifest_key(key))
+        .map_err(write_err)?
+        .and_then(|m| Manifest::decode(&m))
+        .map(|m| m.hashes)
+        .unwrap_or_default();
+    let new = Manifest {
+        len: bytes.len(),
+        hashes: bytes.chunks(CHUNK).map(chunk_hash).collect(),
+    };
+    let mut batch = sled::Batch::default();
+    let mut written = 0;
+    for (n, chunk) in bytes.chunks(CHUNK).enumerate() {
+        if old.get(n) != Some(&new.hashes[n]) {
+            batch.insert(chunk_key(key, n), chunk);
+            written += 1;
+        }
+    }
+    for n in new.hashes.len()..old.len() {
+        batch.remove(chunk_key(key, n));
+    }
+    batch.insert(manifest_key(key), new.encode());
+    tree.apply_batch(batch).map_err(write_err)?;
+    Ok(written)
+}
+
+/// A chunk's hash. Stored, so defined here once and for all (a library's
+/// hash may change between versions): 64-bit multiply-xorshift over 8-byte
+/// words, seeded with the length.
+fn chunk_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mix = |h: u64, w: u64| {
+        let h = (h ^ w).wrapping_mul(K);
+        h ^ (h >> 29)
+    };
+    let mut words = bytes.chunks_exact(8);
+    let mut h = mix(0x243F_6A88_85A3_08D3, bytes.len() as u64);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = mix(h, u64::from_le_bytes(b));
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    mix(h, u64::from_le_bytes(tail))
 }
 
 /// Validators per stored cache bucket.
@@ -437,6 +615,85 @@ mod tests {
         }
         let s = Store::open(dir2.path(), &chain).unwrap();
         assert!(s.load_source("someone").is_none());
+    }
+
+    fn pubkeys(n: u64) -> SourceContent {
+        SourceContent {
+            pubkeys: (0..n)
+                .map(|i| {
+                    let mut b = [0u8; 48];
+                    b[..8].copy_from_slice(&i.to_be_bytes());
+                    Pubkey(b)
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn saving_an_appended_input_writes_only_the_chunks_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), &ChainId::new("0x1")).unwrap();
+        let mut content = pubkeys(100_000);
+        let all = s.save_source("file:/k", &content).unwrap();
+        assert_eq!(
+            all,
+            (12 + 100_000 * 48usize).div_ceil(CHUNK),
+            "first save: every chunk"
+        );
+        content.pubkeys.push(Pubkey([7; 48]));
+        let written = s.save_source("file:/k", &content).unwrap();
+        assert!(written <= 3, "an append rewrote {written} of {all} chunks");
+        assert_eq!(s.load_source("file:/k"), Some(content.clone()));
+        // Shrinking drops the chunks past the end.
+        let small = pubkeys(10);
+        s.save_source("file:/k", &small).unwrap();
+        assert_eq!(s.load_source("file:/k"), Some(small));
+        assert_eq!(s.inputs.scan_prefix(chunk_prefix("file:/k")).count(), 1);
+        assert_eq!(s.source_keys(), vec!["file:/k".to_string()]);
+        s.remove_source("file:/k").unwrap();
+        assert!(s.inputs.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_stored_input_is_forgotten_not_half_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), &ChainId::new("0x1")).unwrap();
+        let content = pubkeys(5_000);
+        s.save_source("file:/k", &content).unwrap();
+        s.inputs
+            .insert(chunk_key("file:/k", 1), vec![0u8; 10])
+            .unwrap();
+        assert_eq!(s.load_source("file:/k"), None);
+        // Forgotten, so the next save writes it whole and it loads again.
+        assert_eq!(s.save_source("file:/k", &content).unwrap(), 4);
+        assert_eq!(s.load_source("file:/k"), Some(content));
+    }
+
+    #[test]
+    fn a_v2_store_is_migrated_with_its_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = pubkeys(3);
+        {
+            let db = sled::open(dir.path().join("keysync.sled")).unwrap();
+            db.insert(SCHEMA_KEY, SCHEMA_V2).unwrap();
+            let old = db.open_tree("sources").unwrap();
+            old.insert(b"file:/a", encode_source(&content)).unwrap();
+            old.insert(b"file:/broken", vec![1u8, 2]).unwrap();
+            db.open_tree("chain:0x1").unwrap();
+            db.flush().unwrap();
+        }
+        let s = Store::open(dir.path(), &ChainId::new("0x1")).unwrap();
+        assert_eq!(s.load_source("file:/a"), Some(content));
+        assert_eq!(s.source_keys(), vec!["file:/a".to_string()]);
+        assert_eq!(s.db.get(SCHEMA_KEY).unwrap().as_deref(), Some(SCHEMA));
+        assert!(!s.db.tree_names().iter().any(|t| t.as_ref() == b"sources"));
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("unusable"))
+            .count();
+        assert_eq!(aside, 0, "migrated in place, not moved aside");
     }
 
     #[test]

@@ -213,7 +213,10 @@ impl InputSet {
     pub fn persist(&mut self, store: &Store) {
         for (path, e) in self.entries.iter_mut().filter(|(_, e)| e.unsaved) {
             match store.save_source(&key(path), &e.content) {
-                Ok(()) => e.unsaved = false,
+                Ok(chunks) => {
+                    tracing::debug!(path = %path.display(), chunks, "last good content saved");
+                    e.unsaved = false;
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot save the input's last good content")
                 }
