@@ -132,13 +132,7 @@ impl Live {
         let old = std::mem::take(&mut self.desired);
         *self = Live::new(self.chain_id.clone());
         self.pubkeys.reserve(content.pubkeys.len());
-        self.apply(
-            &Delta {
-                added: content.clone(),
-                removed: SourceContent::default(),
-            },
-            cache,
-        );
+        self.count(content, true, cache);
         // Keys that were desired and may not be any more.
         self.touched.extend(old.iter().map(|(k, _)| k.clone()));
         self.desired = old;
@@ -146,35 +140,39 @@ impl Live {
 
     /// Takes in the change of one input.
     pub fn apply(&mut self, delta: &Delta, cache: &ChainCache) {
-        for (content, add) in [(&delta.added, true), (&delta.removed, false)] {
-            for pk in &content.pubkeys {
-                let n = bump(&mut self.pubkeys, *pk, add);
-                match cache.index_of(pk) {
-                    Some(i) => {
-                        self.touched.insert((i, self.chain_id.clone()));
-                    }
-                    None if n > 0 => {
-                        self.unresolved_pubkeys.insert(*pk);
-                    }
-                    None => {
-                        self.unresolved_pubkeys.remove(pk);
-                    }
+        self.count(&delta.added, true, cache);
+        self.count(&delta.removed, false, cache);
+    }
+
+    /// Counts `content`'s lines in (`add`) or out, touching their keys.
+    fn count(&mut self, content: &SourceContent, add: bool, cache: &ChainCache) {
+        for pk in &content.pubkeys {
+            let n = bump(&mut self.pubkeys, *pk, add);
+            match cache.index_of(pk) {
+                Some(i) => {
+                    self.touched.insert((i, self.chain_id.clone()));
+                }
+                None if n > 0 => {
+                    self.unresolved_pubkeys.insert(*pk);
+                }
+                None => {
+                    self.unresolved_pubkeys.remove(pk);
                 }
             }
-            for i in &content.indices {
-                let n = bump(&mut self.indices, *i, add);
-                self.touched.insert((*i, self.chain_id.clone()));
-                if cache.get(*i).is_none() {
-                    if n > 0 {
-                        self.unresolved_indices.insert(*i);
-                    } else {
-                        self.unresolved_indices.remove(i);
-                    }
+        }
+        for i in &content.indices {
+            let n = bump(&mut self.indices, *i, add);
+            self.touched.insert((*i, self.chain_id.clone()));
+            if cache.get(*i).is_none() {
+                if n > 0 {
+                    self.unresolved_indices.insert(*i);
+                } else {
+                    self.unresolved_indices.remove(i);
                 }
             }
-            for r in &content.records {
-                self.record(r, add);
-            }
+        }
+        for r in &content.records {
+            self.record(r, add);
         }
     }
 
