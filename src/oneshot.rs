@@ -45,13 +45,23 @@ async fn show(settings: &Settings) -> Result<u8, Error> {
 
 /// `diff` (args = None) and `sync`.
 async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error> {
+    let started = std::time::Instant::now();
     let content = sources::read_all(&settings.inputs)?;
+    let t_inputs = started.elapsed();
     let rec = Reconciler::connect(settings, None).await?;
     rec.check_beacon().await?;
     let mut cache = ChainCache::new();
-    let resolved = rec.resolve(&content, &mut cache, &Refresh::all()).await?;
+    let everything = Refresh::all();
+    // The registry is listed while the beacon node answers; a beacon
+    // failure is still the one reported, as when the two ran in turn.
+    let (resolved, listed) = tokio::join!(
+        rec.resolve(&content, &mut cache, &everything),
+        rec.list()
+    );
+    let resolved = resolved?;
+    let mut snapshot = listed?;
     resolved.log_counts(content.pubkeys.len() + content.indices.len());
-    let mut snapshot = rec.list().await?;
+    let t_remote = started.elapsed();
 
     let apply = args.is_some_and(|a| a.apply && !a.dry_run);
     if let Some(a) = args {
@@ -87,6 +97,12 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
             .and_then(|_| out.flush())
             .map_err(stdout_err)?;
     }
+    tracing::debug!(
+        inputs_ms = t_inputs.as_millis() as u64,
+        remote_ms = (t_remote - t_inputs).as_millis() as u64,
+        plan_print_ms = (started.elapsed() - t_remote).as_millis() as u64,
+        "stages"
+    );
     let outcome = rec
         .execute(planned, &mut snapshot, mode, &mut NoObserver)
         .await?;
