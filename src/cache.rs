@@ -8,6 +8,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::beacon::BeaconValidator;
+use crate::desired::Learned;
 use crate::domain::{Pubkey, Status, ValidatorIndex};
 
 /// What is known about one validator.
@@ -53,30 +54,36 @@ impl ChainCache {
         self.by_index.get(&index)
     }
 
-    /// Records what the node said. Returns whether anything changed.
-    pub fn learn(&mut self, v: &BeaconValidator) -> bool {
-        let changed = match self.by_index.get(&v.index) {
-            Some(k) => k.pubkey != v.pubkey || k.status != v.status,
-            None => true,
+    /// Records what the node said. Returns what changed, if anything.
+    pub fn learn(&mut self, v: &BeaconValidator) -> Option<Learned> {
+        let old_pubkey = match self.by_index.get(&v.index) {
+            Some(k) if k.pubkey == v.pubkey && k.status == v.status => return None,
+            Some(k) => (k.pubkey != v.pubkey).then_some(k.pubkey),
+            None => None,
         };
-        if changed {
-            if let Some(old) = self.by_index.get(&v.index) {
-                // Forget the old pubkey only if it still names this index.
-                if old.pubkey != v.pubkey && self.by_pubkey.get(&old.pubkey) == Some(&v.index) {
-                    self.by_pubkey.remove(&old.pubkey);
-                }
+        // Forget the old pubkey only if it still names this index.
+        if let Some(old) = old_pubkey {
+            if self.by_pubkey.get(&old) == Some(&v.index) {
+                self.by_pubkey.remove(&old);
             }
-            self.by_pubkey.insert(v.pubkey, v.index);
-            self.by_index.insert(
-                v.index,
-                Known {
-                    pubkey: v.pubkey,
-                    status: v.status.clone(),
-                },
-            );
-            self.dirty.push(v.index);
         }
-        changed
+        let displaced = self
+            .by_pubkey
+            .insert(v.pubkey, v.index)
+            .filter(|j| *j != v.index);
+        self.by_index.insert(
+            v.index,
+            Known {
+                pubkey: v.pubkey,
+                status: v.status.clone(),
+            },
+        );
+        self.dirty.push(v.index);
+        Some(Learned {
+            index: v.index,
+            old_pubkey,
+            displaced,
+        })
     }
 
     /// Loads an entry from the store (not marked dirty).

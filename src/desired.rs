@@ -20,23 +20,19 @@ use rustc_hash::FxHashMap;
 
 use crate::beacon::ValidatorId;
 use crate::cache::ChainCache;
-use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, ValidatorIndex};
+use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex};
 use crate::reconcile::{lookups, Refresh, Resolved};
 use crate::sources::{Delta, Record, SourceContent};
 
 /// The rule over whole contents, in input order.
 pub fn full(content: &SourceContent, cache: &ChainCache, chain_id: &ChainId) -> Resolved {
     let mut resolved = Resolved::default();
-    let mut desired = DesiredSet::new();
+    let mut entries: Vec<(Key, Pubkey)> = Vec::with_capacity(content.len());
     let mut add =
         |index: Option<ValidatorIndex>, shown: &dyn Fn() -> String, r: &mut Resolved| match index
             .and_then(|i| cache.get(i).map(|k| (i, k)))
         {
-            Some((i, k)) if k.status.in_scope() => desired.insert(DesiredValidator {
-                validator_index: i,
-                chain_id: chain_id.clone(),
-                validator_key: k.pubkey,
-            }),
+            Some((i, k)) if k.status.in_scope() => entries.push(((i, chain_id.clone()), k.pubkey)),
             Some(_) => r.excluded += 1,
             None => {
                 r.unknown += 1;
@@ -52,14 +48,13 @@ pub fn full(content: &SourceContent, cache: &ChainCache, chain_id: &ChainId) -> 
         add(Some(*i), &|| i.to_string(), &mut resolved);
     }
     // Records last: a record wins over a beacon-resolved entry.
-    for r in &content.records {
-        desired.insert(DesiredValidator {
-            validator_index: r.validator_index,
-            chain_id: r.chain_id.clone(),
-            validator_key: r.validator_key,
-        });
-    }
-    resolved.desired = desired;
+    entries.extend(
+        content
+            .records
+            .iter()
+            .map(|r| ((r.validator_index, r.chain_id.clone()), r.validator_key)),
+    );
+    resolved.desired = DesiredSet::from_in_order(entries);
     resolved
 }
 
@@ -414,10 +409,8 @@ mod tests {
                             pubkey: pk(k),
                             status: Status::parse(if in_scope { "active_ongoing" } else { "withdrawal_done" }),
                         };
-                        let old_pubkey = cache.get(i).map(|x| x.pubkey).filter(|p| *p != v.pubkey);
-                        let displaced = cache.index_of(&v.pubkey).filter(|j| *j != i);
-                        if cache.learn(&v) {
-                            live.learned(&[Learned { index: i, old_pubkey, displaced }], &cache);
+                        if let Some(learned) = cache.learn(&v) {
+                            live.learned(&[learned], &cache);
                         }
                     }
                 }

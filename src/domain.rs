@@ -233,13 +233,33 @@ impl DesiredSet {
     }
 }
 
+impl DesiredSet {
+    /// Builds the set from entries in input order, a later entry winning
+    /// for its key as with [`DesiredSet::insert`]. Sorts once and builds the
+    /// tree in bulk: several times faster than inserting 100,000 entries.
+    pub fn from_in_order(mut entries: Vec<(Key, Pubkey)>) -> DesiredSet {
+        // Stable: equal keys stay in input order, so the last one is the winner.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut last: Vec<(Key, Pubkey)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            match last.last_mut() {
+                Some(prev) if prev.0 == k => prev.1 = v,
+                _ => last.push((k, v)),
+            }
+        }
+        DesiredSet {
+            entries: last.into_iter().collect(),
+        }
+    }
+}
+
 impl FromIterator<DesiredValidator> for DesiredSet {
     fn from_iter<I: IntoIterator<Item = DesiredValidator>>(iter: I) -> Self {
-        let mut set = DesiredSet::new();
-        for v in iter {
-            set.insert(v);
-        }
-        set
+        DesiredSet::from_in_order(
+            iter.into_iter()
+                .map(|v| ((v.validator_index, v.chain_id), v.validator_key))
+                .collect(),
+        )
     }
 }
 
@@ -325,6 +345,19 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn bulk_building_equals_inserting_in_order(entries in proptest::collection::vec((0u64..20, proptest::bool::ANY, 0u8..4), 0..60)) {
+            let entries: Vec<(Key, Pubkey)> = entries
+                .into_iter()
+                .map(|(i, c, k)| ((i, ChainId::new(if c { "0x1" } else { "0x5" })), Pubkey([k; 48])))
+                .collect();
+            let mut inserted = DesiredSet::new();
+            for (k, v) in &entries {
+                inserted.set(k, Some(*v));
+            }
+            proptest::prop_assert_eq!(DesiredSet::from_in_order(entries), inserted);
+        }
+
         #[test]
         fn pubkey_round_trips_and_takes_exactly_the_hex_digits(bytes in proptest::collection::vec(proptest::num::u8::ANY, 48), at in 0usize..96, c in proptest::char::range('!', '~')) {
             let mut b = [0u8; 48];

@@ -54,10 +54,8 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     let everything = Refresh::all();
     // The registry is listed while the beacon node answers; a beacon
     // failure is still the one reported, as when the two ran in turn.
-    let (resolved, listed) = tokio::join!(
-        rec.resolve(&content, &mut cache, &everything),
-        rec.list()
-    );
+    let (resolved, listed) =
+        tokio::join!(rec.resolve(&content, &mut cache, &everything), rec.list());
     let resolved = resolved?;
     let mut snapshot = listed?;
     resolved.log_counts(content.pubkeys.len() + content.indices.len());

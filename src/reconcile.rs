@@ -200,7 +200,7 @@ impl Reconciler {
         if content.needs_beacon() {
             let (full, epoch) = lookups(&content.pubkeys, &content.indices, cache, refresh);
             looked_up = full.len() + epoch.len();
-            self.fetch(&full, &epoch, cache).await?;
+            self.fetch(&full, &epoch, cache, |_| {}).await?;
         }
         let mut resolved = crate::desired::full(content, cache, &self.chain_id);
         resolved.looked_up = looked_up;
@@ -208,16 +208,17 @@ impl Reconciler {
     }
 
     /// Asks the beacon node for `full` (every status) and `epoch` (leaving
-    /// statuses only) and learns the answers into `cache`. Returns what
-    /// changed.
+    /// statuses only) and learns the answers into `cache`, telling
+    /// `on_change` what changed.
     pub async fn fetch(
         &self,
         full: &[ValidatorId],
         epoch: &[ValidatorId],
         cache: &mut ChainCache,
-    ) -> Result<Vec<Learned>, Error> {
+        mut on_change: impl FnMut(Learned),
+    ) -> Result<(), Error> {
         if full.is_empty() && epoch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let beacon = self.beacon.as_ref().ok_or_else(|| {
             Error::Config(crate::settings::ConfigError {
@@ -243,22 +244,12 @@ impl Reconciler {
         }
         progress.finish();
         cache.reserve(answers.len().saturating_sub(cache.len()));
-        let mut changed = Vec::new();
         for v in &answers {
-            let old_pubkey = cache
-                .get(v.index)
-                .map(|k| k.pubkey)
-                .filter(|p| *p != v.pubkey);
-            let displaced = cache.index_of(&v.pubkey).filter(|j| *j != v.index);
-            if cache.learn(v) {
-                changed.push(Learned {
-                    index: v.index,
-                    old_pubkey,
-                    displaced,
-                });
+            if let Some(learned) = cache.learn(v) {
+                on_change(learned);
             }
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// Lists the registry.

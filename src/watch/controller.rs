@@ -241,7 +241,10 @@ impl Controller {
         // close watch, and every status at an epoch boundary or reconnect.
         let (full, epoch) = self.live.lookups(&self.cache, &refresh);
         let looked_up = full.len() + epoch.len();
-        let learned = self.rec.fetch(&full, &epoch, &mut self.cache).await?;
+        let mut learned = Vec::new();
+        self.rec
+            .fetch(&full, &epoch, &mut self.cache, |l| learned.push(l))
+            .await?;
         self.live.learned(&learned, &self.cache);
         let inputs = &self.inputs;
         self.live.settle(&self.cache, |key| inputs.last_record(key));
