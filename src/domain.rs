@@ -240,16 +240,21 @@ impl DesiredSet {
     pub fn from_in_order(mut entries: Vec<(Key, Pubkey)>) -> DesiredSet {
         // Stable: equal keys stay in input order, so the last one is the winner.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut last: Vec<(Key, Pubkey)> = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            match last.last_mut() {
-                Some(prev) if prev.0 == k => prev.1 = v,
-                _ => last.push((k, v)),
+        // In place (`later` is removed, its value kept): no second copy.
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
             }
+            same
+        });
+        // Ascending inserts always extend the rightmost leaf; unlike
+        // `collect`, they do not sort (and copy) the entries again.
+        let mut set = BTreeMap::new();
+        for (k, v) in entries {
+            set.insert(k, v);
         }
-        DesiredSet {
-            entries: last.into_iter().collect(),
-        }
+        DesiredSet { entries: set }
     }
 }
 

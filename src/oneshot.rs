@@ -52,13 +52,11 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     rec.check_beacon().await?;
     let mut cache = ChainCache::new();
     let everything = Refresh::all();
-    // The registry is listed while the beacon node answers; a beacon
-    // failure is still the one reported, as when the two ran in turn.
-    let (resolved, listed) =
-        tokio::join!(rec.resolve(&content, &mut cache, &everything), rec.list());
-    let resolved = resolved?;
-    let mut snapshot = listed?;
+    // In turn, not at once: at 1,000,000 keys, holding the beacon answers
+    // and the registry listing together costs more memory than it saves time.
+    let resolved = rec.resolve(&content, &mut cache, &everything).await?;
     resolved.log_counts(content.pubkeys.len() + content.indices.len());
+    let mut snapshot = rec.list().await?;
     let t_remote = started.elapsed();
 
     let apply = args.is_some_and(|a| a.apply && !a.dry_run);

@@ -47,9 +47,7 @@ pub fn run(args: Vec<OsString>) -> u8 {
         .map(|(_, m)| m.clone())
         .unwrap_or_default();
 
-    if matches!(cli.command, Command::Watch(_) | Command::Demo(_)) {
-        crate::alloc::tune_for_daemon();
-    }
+    crate::alloc::tune();
     if let Command::Demo(d) = &cli.command {
         logging::init(if d.log_format == "json" {
             crate::settings::LogFormat::Json
