@@ -269,11 +269,6 @@ impl Live {
         sum(&mut self.pubkeys.values()) + sum(&mut self.indices.values())
     }
 
-    /// Whether resolving needs a beacon node.
-    pub fn needs_beacon(&self) -> bool {
-        !self.pubkeys.is_empty() || !self.indices.is_empty()
-    }
-
     /// What to ask the beacon node: the lines it has not resolved yet, the
     /// indices in `refresh`, and on `refresh.all`/`refresh.epoch` every line.
     pub fn lookups(

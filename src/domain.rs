@@ -193,12 +193,6 @@ impl DesiredSet {
         Self::default()
     }
 
-    /// Adds or replaces the entry for the validator's key (later wins).
-    pub fn insert(&mut self, v: DesiredValidator) {
-        self.entries
-            .insert((v.validator_index, v.chain_id), v.validator_key);
-    }
-
     /// Sets or clears the entry for `key`.
     pub fn set(&mut self, key: &Key, pubkey: Option<Pubkey>) {
         match pubkey {
@@ -235,7 +229,7 @@ impl DesiredSet {
 
 impl DesiredSet {
     /// Builds the set from entries in input order, a later entry winning
-    /// for its key as with [`DesiredSet::insert`]. Sorts once and builds the
+    /// for its key as with [`DesiredSet::set`]. Sorts once and builds the
     /// tree in bulk: several times faster than inserting 100,000 entries.
     pub fn from_in_order(mut entries: Vec<(Key, Pubkey)>) -> DesiredSet {
         // Stable: equal keys stay in input order, so the last one is the winner.
