@@ -1,5 +1,5 @@
 # keysync: a static-ish release binary on a distroless base (no shell, non-root).
-FROM rust:1.85-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY sim ./sim

@@ -15,6 +15,7 @@ use crate::domain::{DesiredValidator, Key};
 use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::registry::{RegistryClient, RegistryError, REGISTER_CHUNK};
+use crate::witness::Reason;
 
 /// Keys per assign request.
 pub const ASSIGN_CHUNK: usize = 5_000;
@@ -84,7 +85,8 @@ pub fn write_limiter(per_second: u32) -> DefaultDirectRateLimiter {
 /// What an apply needs besides the plan.
 pub struct Writer<'a> {
     pub registry: &'a RegistryClient,
-    /// Where writes are counted (`keysync_writes_total{kind,result}`), if anywhere.
+    /// Where writes are counted (`keysync_writes_total{kind,result}`, and
+    /// `reason` on unassigns), if anywhere.
     pub metrics: Option<&'a Metrics>,
     pub operator_id: &'a str,
     pub limiter: Option<&'a DefaultDirectRateLimiter>,
@@ -113,22 +115,41 @@ impl Writer<'_> {
         }
     }
 
+    /// Counts one unassign with its reason.
+    fn count_unassign(&self, result: &str, reason: Option<&Reason>) {
+        if let Some(m) = self.metrics {
+            m.add(
+                "keysync_writes_total",
+                &[
+                    ("kind", Stage::Unassign.label()),
+                    ("result", result),
+                    ("reason", reason.map_or("not_in_inputs", Reason::label)),
+                ],
+                1.0,
+            );
+        }
+    }
+
     async fn permit(&self) {
         if let Some(l) = self.limiter {
             l.until_ready().await;
         }
     }
 
-    /// Applies `plan`; logs each committed chunk and the partial progress
-    /// on failure.
+    /// Applies `plan` (`reasons`: one per unassign, for the counter's
+    /// label); logs each committed chunk and the partial progress on
+    /// failure.
     pub async fn apply(
         &self,
         plan: &Plan,
+        reasons: &[Reason],
         observer: &mut dyn Observer,
     ) -> Result<Applied, ApplyError> {
         let mut p = Progress::default();
         let fail = |stage: Stage, p: Progress, source, rows: usize| {
-            self.count(stage, "error", rows);
+            if stage != Stage::Unassign {
+                self.count(stage, "error", rows);
+            }
             let e = ApplyError {
                 stage,
                 progress: p,
@@ -186,17 +207,21 @@ impl Writer<'_> {
             observer.assigned(chunk);
             tracing::info!(count = p.assigned, "assigned validators");
         }
-        for key in &plan.to_unassign {
+        for (n, key) in plan.to_unassign.iter().enumerate() {
             if (self.should_stop)() {
                 return stopped(p);
             }
             self.permit().await;
+            let reason = reasons.get(n);
             self.registry
                 .unassign(self.operator_id, key.0, &key.1)
                 .await
-                .map_err(|e| fail(Stage::Unassign, p, e, 1))?;
+                .map_err(|e| {
+                    self.count_unassign("error", reason);
+                    fail(Stage::Unassign, p, e, 1)
+                })?;
             p.unassigned += 1;
-            self.count(Stage::Unassign, "ok", 1);
+            self.count_unassign("ok", reason);
             observer.unassigned(key);
         }
         if p.unassigned > 0 {

@@ -129,7 +129,8 @@ pub struct Common {
     #[arg(long, env = "KEYSYNC_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
-    /// Attempts per remote request (retries on network errors, 429, 5xx) [default: 4]
+    /// Attempts per remote request (retries on network errors, 429, 5xx),
+    /// 1 to 20 [default: 4]
     #[arg(long, env = "KEYSYNC_HTTP_ATTEMPTS", value_name = "N")]
     pub http_attempts: Option<u32>,
 
@@ -140,6 +141,11 @@ pub struct Common {
     /// Timeout of one remote request in seconds [default: 30]
     #[arg(long, env = "KEYSYNC_HTTP_TIMEOUT_SECS", value_name = "SECS")]
     pub http_timeout_secs: Option<u64>,
+
+    /// How many slots a beacon node's head may trail the wall clock and
+    /// still count as synced; removals wait for a synced node [default: 8]
+    #[arg(long, env = "KEYSYNC_SYNC_TOLERANCE_SLOTS", value_name = "SLOTS")]
+    pub sync_tolerance_slots: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

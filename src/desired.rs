@@ -58,6 +58,19 @@ pub fn full(content: &SourceContent, cache: &ChainCache, chain_id: &ChainId) -> 
     resolved
 }
 
+impl crate::witness::Listing for Live {
+    fn listed(
+        &self,
+        candidates: &[(ValidatorIndex, Pubkey)],
+    ) -> rustc_hash::FxHashSet<ValidatorIndex> {
+        candidates
+            .iter()
+            .filter(|(i, pk)| self.indices.contains_key(i) || self.pubkeys.contains_key(pk))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+}
+
 /// One cache entry a beacon answer changed, with what it replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Learned {
@@ -263,6 +276,12 @@ impl Live {
         self.touched.clear();
     }
 
+    /// Whether any input has a pubkey or index line (the beacon node's word
+    /// decides part of the set).
+    pub fn needs_beacon(&self) -> bool {
+        !self.pubkeys.is_empty() || !self.indices.is_empty()
+    }
+
     /// Pubkey and index lines, over every input.
     pub fn lines(&self) -> usize {
         let sum = |m: &mut dyn Iterator<Item = &u32>| m.map(|n| *n as usize).sum::<usize>();
@@ -403,6 +422,7 @@ mod tests {
                             index: i,
                             pubkey: pk(k),
                             status: Status::parse(if in_scope { "active_ongoing" } else { "withdrawal_done" }),
+                            withdrawable_epoch: None,
                         };
                         if let Some(learned) = cache.learn(&v) {
                             live.learned(&[learned], &cache);

@@ -1,10 +1,13 @@
 //! HTTP transport shared by the three remote parties: one retry policy.
 //!
 //! Owns the decision of what is retried (network errors, 429, 5xx) and for how
-//! long (exponential backoff with jitter, `Retry-After` honoured up to a cap),
-//! per-request timing metrics, and the scrubbing of secrets out of any text a
-//! remote party sends back. Knows nothing of payloads: each client module maps
-//! a [`Failure`] to its own error type.
+//! long (exponential backoff with jitter, `Retry-After` honoured up to a cap,
+//! in its seconds or HTTP-date form), the bound on every body a remote party
+//! can make keysync hold ([`Http::body`]: each caller states a limit scaled to
+//! what it asked for), redirects (never followed: a 3xx is a failure naming
+//! where it pointed), per-request timing metrics, and the scrubbing of secrets
+//! out of any text a remote party sends back. Knows nothing of payloads: each
+//! client module maps a [`Failure`] to its own error type.
 
 use std::fmt;
 use std::sync::Arc;
@@ -98,13 +101,19 @@ pub enum Failure {
     },
     /// No answer: connect, timeout, reset.
     Transport { detail: String, attempts: u32 },
+    /// A 3xx: redirects are never followed (a redirected console call could
+    /// carry the key elsewhere; a redirected beacon call would skip the chain
+    /// check). `to` is the host the redirect pointed at.
+    Redirect { status: u16, to: String },
+    /// The body was larger than the caller's limit for that call.
+    TooLarge { limit: usize },
 }
 
 impl Failure {
     pub fn status(&self) -> Option<u16> {
         match self {
-            Failure::Status { status, .. } => Some(*status),
-            Failure::Transport { .. } => None,
+            Failure::Status { status, .. } | Failure::Redirect { status, .. } => Some(*status),
+            Failure::Transport { .. } | Failure::TooLarge { .. } => None,
         }
     }
 
@@ -112,6 +121,7 @@ impl Failure {
         match self {
             Failure::Status { status, .. } => *status == 429 || (500..600).contains(status),
             Failure::Transport { .. } => true,
+            Failure::Redirect { .. } | Failure::TooLarge { .. } => false,
         }
     }
 }
@@ -141,6 +151,15 @@ impl fmt::Display for Failure {
                 }
                 Ok(())
             }
+            Failure::Redirect { status, to } => write!(
+                f,
+                "HTTP {status} redirect to {to} (redirects are not followed: configure the final URL)"
+            ),
+            Failure::TooLarge { limit } => write!(
+                f,
+                "the answer is larger than the {} KiB keysync accepts for this call",
+                limit / 1024
+            ),
         }
     }
 }
@@ -156,6 +175,10 @@ pub struct Http {
 
 /// Longest body excerpt kept in an error.
 const BODY_EXCERPT: usize = 200;
+/// Most bytes of an error answer read (for its excerpt); the rest is dropped.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// The limit for small answers (identity, counts, node facts).
+pub const SMALL_BODY: usize = 64 << 10;
 
 impl Http {
     /// `timeout` bounds each attempt; `secrets` are scrubbed from any text a
@@ -167,6 +190,7 @@ impl Http {
         secrets: Vec<Secret>,
     ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")))
@@ -218,14 +242,22 @@ impl Http {
                     self.record(party, call, "ok", elapsed);
                     return Ok(resp);
                 }
+                Ok(resp) if resp.status().is_redirection() => {
+                    let status = resp.status().as_u16();
+                    self.record(party, call, &status.to_string(), elapsed);
+                    Failure::Redirect {
+                        status,
+                        to: redirect_host(&resp),
+                    }
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let retry_after = retry_after(&resp);
-                    let body = resp.text().await.unwrap_or_default();
+                    let retry_after = retry_after(&resp, std::time::SystemTime::now());
+                    let body = read_limited(resp, ERROR_BODY_LIMIT).await;
                     self.record(party, call, &status.to_string(), elapsed);
                     Failure::Status {
                         status,
-                        body: self.excerpt(&body),
+                        body: self.excerpt(&String::from_utf8_lossy(&body)),
                         retry_after,
                         attempts: attempt,
                     }
@@ -243,11 +275,44 @@ impl Http {
             }
             let ra = match &failure {
                 Failure::Status { retry_after, .. } => *retry_after,
-                Failure::Transport { .. } => None,
+                _ => None,
             };
             let wait = self.retry.delay(attempt, ra);
             tracing::warn!(party = party.label(), call, attempt, wait_ms = wait.as_millis() as u64, error = %failure, "request failed, retrying");
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The whole body of a 2xx answer, at most `limit` bytes: a larger one
+    /// (by `Content-Length` or as it streams in) is a [`Failure::TooLarge`]
+    /// and nothing more is read. The buffer is sized from `Content-Length`
+    /// (growing one for a 2 MB answer by doubling costs copies and faults).
+    pub async fn body(
+        &self,
+        mut resp: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, Failure> {
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(Failure::TooLarge { limit });
+        }
+        let size = resp.content_length().unwrap_or(0) as usize;
+        let mut buf = Vec::with_capacity(size.min(limit));
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > limit {
+                        return Err(Failure::TooLarge { limit });
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf),
+                Err(e) => {
+                    return Err(Failure::Transport {
+                        detail: self.scrub(&error_chain(&e)),
+                        attempts: 1,
+                    })
+                }
+            }
         }
     }
 
@@ -266,28 +331,69 @@ impl Http {
         }
     }
 
-    /// The first [`BODY_EXCERPT`] characters of a body, on one line, scrubbed.
+    /// The first [`BODY_EXCERPT`] characters of a body, on one line,
+    /// scrubbed before it is cut (a secret straddling the cut is still
+    /// found whole).
     pub fn excerpt(&self, body: &str) -> String {
         let one_line: String = body
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
-            .take(BODY_EXCERPT)
             .collect();
-        let mut s = self.scrub(one_line.trim());
-        if body.chars().count() > BODY_EXCERPT {
+        let scrubbed = self.scrub(one_line.trim());
+        let mut s: String = scrubbed.chars().take(BODY_EXCERPT).collect();
+        if scrubbed.chars().count() > BODY_EXCERPT {
             s.push('…');
         }
         s
     }
 }
 
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+/// At most `limit` bytes of an answer's body (an error page, for its
+/// excerpt); a transport error ends it early.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = limit - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= limit {
+            break;
+        }
+    }
+    buf
+}
+
+/// The host a 3xx pointed at (never its path or query, which could carry
+/// anything).
+fn redirect_host(resp: &reqwest::Response) -> String {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match resp.url().join(location) {
+        Ok(u) if !location.is_empty() => u.host_str().unwrap_or("(no host)").to_string(),
+        _ => "(no Location header)".to_string(),
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP-date (RFC 9110 §10.2.3), relative
+/// to `now`; a date in the past means "now".
+fn retry_after(resp: &reqwest::Response, now: std::time::SystemTime) -> Option<Duration> {
     let v = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after(v, now)
+}
+
+fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// `e` and its sources, joined: reqwest's top-level message alone rarely
@@ -330,5 +436,44 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(p.delay(40, None), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example.
+        let at = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let now = at - Duration::from_secs(90);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", at + Duration::from_secs(5)),
+            Some(Duration::ZERO),
+            "a date in the past: retry now"
+        );
+        assert_eq!(parse_retry_after("soon", SystemTime::now()), None);
+    }
+
+    #[test]
+    fn an_excerpt_never_cuts_a_secret_in_half() {
+        let key = "ovi_live_0123456789abcdef0123456789abcdef";
+        let http = Http::new(
+            Duration::from_secs(1),
+            RetryPolicy::default(),
+            None,
+            vec![Secret::new(key)],
+        )
+        .unwrap();
+        for pad in 150..BODY_EXCERPT + 5 {
+            let body = format!("{}{key} tail", "x".repeat(pad));
+            let e = http.excerpt(&body);
+            assert!(!e.contains(&key[..12]), "pad {pad}: {e}");
+        }
     }
 }

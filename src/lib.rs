@@ -3,7 +3,8 @@
 //!
 //! The machine, by room: [`sources`] (input files) and [`beacon`] (the chain)
 //! feed the [`reconcile`] core, which plans with the pure [`plan`] and writes
-//! through [`apply`] to the [`registry`]. The one-shot commands live in
+//! through [`apply`] to the [`registry`], once the [`witness`] has confirmed
+//! any removal. The one-shot commands live in
 //! [`oneshot`]; the daemon in [`watch`] with its [`store`]. [`settings`] and
 //! [`cli`] are the two stages of configuration; [`error`] maps failures to
 //! exit codes.
@@ -32,3 +33,4 @@ pub mod settings;
 pub mod sources;
 pub mod store;
 pub mod watch;
+pub mod witness;

@@ -45,8 +45,19 @@ pub fn prescan(args: &[OsString]) -> LogFormat {
 
 /// Installs the global subscriber. Level from `KEYSYNC_LOG` (an
 /// `EnvFilter` directive such as `debug` or `keysync=debug`), default `info`.
+/// The SSE crate stays at `info` unless named: at `debug` it logs a line per
+/// stream line.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("KEYSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("KEYSYNC_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    if spec.trim().is_empty() {
+        filter = EnvFilter::new("info");
+    }
+    if !spec.contains("eventsource_client") {
+        if let Ok(d) = "eventsource_client=info".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

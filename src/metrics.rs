@@ -34,12 +34,32 @@ const CATALOGUE: &[(&str, &str, &str)] = &[
     (
         "keysync_writes_total",
         "counter",
-        "Registry writes by kind (register, assign, unassign) and result.",
+        "Registry writes by kind (register, assign, unassign) and result; unassigns also by reason (withdrawn, not_in_inputs, registry_drift).",
     ),
     (
         "keysync_held_deletes",
         "gauge",
-        "Unassigns held back by the --max-deletes guardrail (alert when > 0).",
+        "Unassigns held back, for any reason (alert when > 0); see keysync_held_deletes_by_reason.",
+    ),
+    (
+        "keysync_held_deletes_by_reason",
+        "gauge",
+        "Unassigns held back, by reason: max_deletes (the guardrail), input_not_read (an input never parsed), beacon_not_synced (no synced beacon node confirmed them).",
+    ),
+    (
+        "keysync_planned_changes",
+        "gauge",
+        "Changes the last plan wanted, by kind (assign, unassign); in shadow mode, what --apply would write.",
+    ),
+    (
+        "keysync_beacon_synced",
+        "gauge",
+        "1 when the beacon node the last pass used was synced (removals need it), 0 when not.",
+    ),
+    (
+        "keysync_beacon_head_lag_slots",
+        "gauge",
+        "Slots the beacon node's head trailed the wall clock at the last check.",
     ),
     (
         "keysync_source_errors_total",
@@ -60,6 +80,16 @@ const CATALOGUE: &[(&str, &str, &str)] = &[
         "keysync_last_event_age_seconds",
         "gauge",
         "Seconds since the last event or keep-alive from the beacon node.",
+    ),
+    (
+        "keysync_event_stream_ended_total",
+        "counter",
+        "Event stream sessions ended, by reason (silent, closed, too_large, http_status, connection, protocol).",
+    ),
+    (
+        "keysync_events_invalid_total",
+        "counter",
+        "Beacon events skipped because their data did not parse, by topic.",
     ),
     (
         "keysync_events_total",
@@ -150,8 +180,18 @@ impl Metrics {
         });
     }
 
+    /// The sum over every series of `name` that carries the labels `l`
+    /// (with others or not): `&[]` sums them all, as a PromQL `sum()` would.
     pub fn get(&self, name: &'static str, l: &[(&'static str, &str)]) -> f64 {
-        self.with(|i| i.scalars.get(&(name, labels(l))).copied().unwrap_or(0.0))
+        let want = labels(l);
+        self.with(|i| {
+            i.scalars
+                .range((name, Vec::new())..)
+                .take_while(|((n, _), _)| *n == name)
+                .filter(|((_, have), _)| want.iter().all(|w| have.contains(w)))
+                .map(|(_, v)| *v)
+                .sum()
+        })
     }
 
     pub fn observe(&self, name: &'static str, l: &[(&'static str, &str)], seconds: f64) {

@@ -2,12 +2,14 @@
 //!
 //! Owns their flow — read inputs (before any network I/O, so input errors
 //! surface first), connect, check the beacon node, resolve, list, plan,
-//! print, maybe apply — through the shared [`Reconciler`]. stdout gets the
-//! JSON result only.
+//! have the witness confirm the removals (a node that is not synced: exit
+//! 6, nothing printed or written), print, maybe apply — through the shared
+//! [`Reconciler`]. stdout gets the JSON result only.
 
 use std::io::Write;
 
 use crate::apply::{NoObserver, Writer};
+use crate::beacon::BeaconError;
 use crate::cache::ChainCache;
 use crate::cli::{Command, SyncArgs};
 use crate::error::{Error, EXIT_OK};
@@ -16,6 +18,7 @@ use crate::plan::plan;
 use crate::reconcile::{Mode, Reconciler, Refresh};
 use crate::settings::Settings;
 use crate::sources;
+use crate::witness;
 
 fn stdout_err(e: std::io::Error) -> Error {
     Error::Runtime(format!("cannot write to stdout: {e}"))
@@ -56,7 +59,7 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     // and the registry listing together costs more memory than it saves time.
     let resolved = rec.resolve(&content, &mut cache, &everything).await?;
     resolved.log_counts(content.pubkeys.len() + content.indices.len());
-    let mut snapshot = rec.list().await?;
+    let mut snapshot = rec.list(resolved.desired.len()).await?;
     let t_remote = started.elapsed();
 
     let apply = args.is_some_and(|a| a.apply && !a.dry_run);
@@ -85,7 +88,24 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     } else {
         Mode::Plan
     };
-    let planned = plan(&resolved.desired, &snapshot);
+    let mut planned = plan(&resolved.desired, &snapshot);
+    // Rows the witness keeps are dropped from the plan; the set is done with.
+    drop(resolved);
+    let confirmed = rec
+        .confirm_removals(
+            &mut planned,
+            &mut cache,
+            &content,
+            content.needs_beacon(),
+            &|_| false,
+            |_| {},
+        )
+        .await?;
+    if let Some(ns) = confirmed.not_synced {
+        // Nothing printed: a plan made on a stale witness is not the plan.
+        return Err(BeaconError::NotSynced(ns).into());
+    }
+    witness::log_reasons(&planned, &confirmed.reasons);
     {
         // The plan goes to stdout before any write, as optimum-keysync does.
         let mut out = std::io::stdout().lock();
@@ -100,7 +120,13 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
         "stages"
     );
     let outcome = rec
-        .execute(planned, &mut snapshot, mode, &mut NoObserver)
+        .execute(
+            planned,
+            &confirmed.reasons,
+            &mut snapshot,
+            mode,
+            &mut NoObserver,
+        )
         .await?;
     if let Some(applied) = outcome.applied {
         if outcome.noop {

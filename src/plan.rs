@@ -35,6 +35,15 @@ impl RegistrySnapshot {
         self.rows.iter().filter(|(_, a)| **a).map(|(k, _)| k)
     }
 
+    /// Rows listed, active or not.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     pub fn active_count(&self) -> usize {
         self.rows.values().filter(|a| **a).count()
     }

@@ -5,14 +5,16 @@
 //! guardrail, apply. It does not know which trigger woke it: the one-shot
 //! commands call it once with everything stale; the daemon calls it with
 //! what its triggers marked stale. Safety invariants 1–4 live here: a failing
-//! source or beacon node fails the pass before anything is planned, and
-//! validators the node does not know yet are pending, not gone.
+//! source or beacon node fails the pass before anything is planned,
+//! validators the node does not know yet are pending, not gone, and (in
+//! [`crate::witness`]) no unassign goes out on the word of a node that is not
+//! synced.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::apply::{Applied, Observer, Writer};
-use crate::beacon::{BeaconClient, ValidatorId};
+use crate::beacon::{BeaconClient, ValidatorId, Vetting};
 use crate::cache::ChainCache;
 use crate::desired::Learned;
 use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, ValidatorIndex};
@@ -24,6 +26,7 @@ use crate::progress::Progress;
 use crate::registry::RegistryClient;
 use crate::settings::Settings;
 use crate::sources::SourceContent;
+use crate::witness::Reason;
 
 /// What the beacon node must be asked this pass, besides the ids the cache
 /// does not know (always looked up: pending deposits, new inputs).
@@ -86,7 +89,7 @@ pub fn log_counts(unknown: usize, excluded: usize, sample: &[String], total: usi
             unknown,
             total,
             sample = ?sample,
-            "the beacon node does not know some validators (deposits not yet processed, or typos); they are pending, not removed"
+            "the beacon node does not know some validators (deposits not yet processed, or typos): they are assigned once it does, and a registry row of one is never unassigned on the word of a node that does not know it"
         );
     }
     if excluded > 0 {
@@ -153,8 +156,15 @@ impl Reconciler {
             settings.api_key.clone(),
             settings.network.clone(),
         );
-        let beacon = (!settings.beacon_urls.is_empty())
-            .then(|| BeaconClient::new(http, settings.beacon_urls.clone()));
+        let beacon = (!settings.beacon_urls.is_empty()).then(|| {
+            BeaconClient::new(http, settings.beacon_urls.clone()).vetted(Vetting {
+                chain: settings
+                    .chain_id
+                    .numeric()
+                    .map(|n| (n, settings.chain_id.to_string())),
+                tolerance: settings.sync_tolerance,
+            })
+        });
         let operator_id = match &settings.operator_id {
             Some(id) => id.clone(),
             None => {
@@ -171,20 +181,27 @@ impl Reconciler {
         })
     }
 
-    /// Checks that the beacon node is one, and on the configured chain:
-    /// a wrong URL must never resolve to an empty desired set.
+    /// Starts a pass on the beacon side: every node is vetted again (right
+    /// chain, synced) before its next answer is used.
+    pub fn begin_pass(&self) {
+        if let Some(b) = &self.beacon {
+            b.begin_pass();
+        }
+    }
+
+    /// Starts a pass and picks its beacon node now: one on the configured
+    /// chain (a wrong URL must never resolve to an empty desired set),
+    /// synced if any is.
     pub async fn check_beacon(&self) -> Result<(), Error> {
         let Some(beacon) = &self.beacon else {
             return Ok(());
         };
-        let expected = self.chain_id.numeric();
-        if expected.is_none() {
+        if self.chain_id.numeric().is_none() {
             tracing::warn!(chain_id = %self.chain_id, "chain id is neither hex nor decimal; skipping the beacon chain check");
         }
-        let got = beacon
-            .chain_id(expected.map(|n| (n, self.chain_id.as_str())))
-            .await?;
-        tracing::debug!(beacon = %beacon.active_url(), chain_id = got, "beacon node checked");
+        beacon.begin_pass();
+        beacon.check().await?;
+        tracing::debug!(beacon = %beacon.active_url(), "beacon node checked");
         Ok(())
     }
 
@@ -252,10 +269,13 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Lists the registry.
-    pub async fn list(&self) -> Result<RegistrySnapshot, Error> {
+    /// Lists the registry, expecting about `expected_rows` rows (the
+    /// answer's size limit scales with it).
+    pub async fn list(&self, expected_rows: usize) -> Result<RegistrySnapshot, Error> {
         Ok(RegistrySnapshot::from_rows(
-            self.registry.list(&self.operator_id).await?,
+            self.registry
+                .list_expecting(&self.operator_id, expected_rows)
+                .await?,
         ))
     }
 
@@ -263,9 +283,12 @@ impl Reconciler {
     /// Successful writes are reflected in `snapshot` and reported to
     /// `observer`. (Plan with [`plan`]; callers print or journal the plan
     /// between the two steps.)
+    /// `reasons` has one entry per planned unassign (from
+    /// [`Reconciler::confirm_removals`]).
     pub async fn execute<O: Observer>(
         &self,
         planned: Plan,
+        reasons: &[Reason],
         snapshot: &mut RegistrySnapshot,
         mode: Mode<'_>,
         observer: &mut O,
@@ -300,7 +323,7 @@ impl Reconciler {
             snapshot,
             inner: observer,
         };
-        let applied = writer.apply(&to_apply, &mut tracking).await?;
+        let applied = writer.apply(&to_apply, reasons, &mut tracking).await?;
         outcome.applied = Some(applied);
         Ok(outcome)
     }
@@ -383,6 +406,7 @@ mod tests {
             index: i,
             pubkey: pk(i),
             status: Status::parse(s),
+            withdrawable_epoch: None,
         });
     }
 

@@ -20,6 +20,18 @@ use crate::secret::Secret;
 /// Most keys sent in one register request (the console API's limit).
 pub const REGISTER_CHUNK: usize = 500;
 
+/// The smallest limit on a registry listing: room for about two million
+/// rows (a row is about 60 bytes), the whole of mainnet for one operator.
+const LIST_FLOOR: usize = 128 << 20;
+/// Bytes allowed per row expected in a listing, above the floor.
+const LIST_PER_ROW: usize = 256;
+
+/// The most bytes a listing may take when about `expected_rows` rows are
+/// expected (the desired set, or the last listing).
+pub fn list_limit(expected_rows: usize) -> usize {
+    LIST_FLOOR.max(expected_rows.saturating_mul(LIST_PER_ROW))
+}
+
 /// A failed call to the auth service or the console API.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -159,14 +171,15 @@ impl RegistryClient {
         call: &'static str,
         resp: reqwest::Response,
     ) -> Result<serde_json::Map<String, Value>, RegistryError> {
-        let bytes = resp.bytes().await.map_err(|e| RegistryError::Failed {
-            party,
-            call,
-            failure: Failure::Transport {
-                detail: self.http.scrub(&e.to_string()),
-                attempts: 1,
-            },
-        })?;
+        let bytes = self
+            .http
+            .body(resp, crate::http::SMALL_BODY)
+            .await
+            .map_err(|failure| RegistryError::Failed {
+                party,
+                call,
+                failure,
+            })?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(other) => Err(RegistryError::Malformed {
@@ -222,6 +235,16 @@ impl RegistryClient {
     /// Parsed row by row into borrowed types: a registry of a million rows
     /// must not become a million JSON trees.
     pub async fn list(&self, operator_id: &str) -> Result<Vec<Assignment>, RegistryError> {
+        self.list_expecting(operator_id, 0).await
+    }
+
+    /// [`RegistryClient::list`] with the body limited by [`list_limit`] of
+    /// `expected_rows`.
+    pub async fn list_expecting(
+        &self,
+        operator_id: &str,
+        expected_rows: usize,
+    ) -> Result<Vec<Assignment>, RegistryError> {
         const CALL: &str = "GET /api/v1/operators/{op}/validators";
         let mut url = Self::url(
             &self.api_url,
@@ -235,14 +258,15 @@ impl RegistryClient {
             })
             .await
             .map_err(|f| self.fail(Party::Console, CALL, f))?;
-        let bytes = resp.bytes().await.map_err(|e| RegistryError::Failed {
-            party: Party::Console,
-            call: CALL,
-            failure: Failure::Transport {
-                detail: self.http.scrub(&e.to_string()),
-                attempts: 1,
-            },
-        })?;
+        let bytes = self
+            .http
+            .body(resp, list_limit(expected_rows))
+            .await
+            .map_err(|failure| RegistryError::Failed {
+                party: Party::Console,
+                call: CALL,
+                failure,
+            })?;
         let malformed = |detail: String| RegistryError::Malformed {
             party: Party::Console,
             call: CALL,

@@ -23,6 +23,9 @@ pub const DEFAULT_AUTH_URL: &str = "https://auth.getoptimum.io";
 pub const DEFAULT_NETWORK: &str = "mainnet";
 pub const DEFAULT_CHAIN_ID: &str = "0x1";
 pub const DEFAULT_MAX_DELETES: u64 = 10;
+/// Most attempts per remote request: more would ride out any outage but
+/// hold the exit code an alert keys on for hours.
+pub const MAX_HTTP_ATTEMPTS: u32 = 20;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 /// Where a setting came from, for error messages.
@@ -86,6 +89,7 @@ pub struct FileConfig {
     pub http_attempts: Option<u32>,
     pub http_backoff_ms: Option<u64>,
     pub http_timeout_secs: Option<u64>,
+    pub sync_tolerance_slots: Option<u64>,
     pub max_deletes: Option<u64>,
     pub apply: Option<bool>,
     pub data_dir: Option<PathBuf>,
@@ -152,6 +156,10 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub timeout: Duration,
     pub max_deletes: u64,
+    /// Slots a beacon node's head may trail the wall clock and count as
+    /// synced (removals wait for a synced node). Larger accepts staler
+    /// answers; smaller holds removals through ordinary late blocks.
+    pub sync_tolerance: u64,
     pub watch: WatchSettings,
 }
 
@@ -430,8 +438,11 @@ impl Settings {
             "--http-attempts",
             "KEYSYNC_HTTP_ATTEMPTS"
         ) {
-            if n == 0 {
-                return Err(cfg_err(o, "must be at least 1"));
+            if !(1..=MAX_HTTP_ATTEMPTS).contains(&n) {
+                return Err(cfg_err(
+                    o,
+                    format!("must be from 1 to {MAX_HTTP_ATTEMPTS} (got {n})"),
+                ));
             }
             retry.attempts = n;
         }
@@ -455,6 +466,18 @@ impl Settings {
             Some((s, _)) => Duration::from_secs(s),
             None => Duration::from_secs(30),
         };
+
+        let sync_tolerance = pick!(
+            r,
+            c,
+            sync_tolerance_slots,
+            "--sync-tolerance-slots",
+            "KEYSYNC_SYNC_TOLERANCE_SLOTS"
+        )
+        .map_or(
+            crate::beacon::node::DEFAULT_SYNC_TOLERANCE_SLOTS,
+            |(v, _)| v,
+        );
 
         let (max_deletes_cli, apply_cli, w) = match command {
             Command::Sync(s) => (s.max_deletes, false, None),
@@ -587,6 +610,7 @@ impl Settings {
             retry,
             timeout,
             max_deletes,
+            sync_tolerance,
             watch,
         };
         settings.check_inputs(command)?;

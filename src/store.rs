@@ -523,11 +523,13 @@ mod tests {
                 index: 7,
                 pubkey: pk(7),
                 status: Status::ActiveExiting,
+                withdrawable_epoch: None,
             });
             cache.learn(&BeaconValidator {
                 index: 5000,
                 pubkey: pk(50),
                 status: Status::Other("new_status".into()),
+                withdrawable_epoch: None,
             });
             assert_eq!(s.save_cache(&mut cache).unwrap(), 2);
             assert_eq!(

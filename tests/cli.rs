@@ -1224,3 +1224,259 @@ fn api_key_file_is_sent_as_the_bearer_and_never_printed() {
     r.expect(4).stderr_has(&["--api-key-file"]);
     assert!(!r.stderr.contains("CONTENTSECRET"), "{}", r.stderr);
 }
+
+// ---- a wrong witness and hostile answers ---------------------------------
+
+/// Mounts what every beacon node answers about itself: on chain 1, synced,
+/// its head at the wall-clock slot (12 s slots).
+fn synced_node(h: &Harness, beacon: &MockServer) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let genesis = now - 1200;
+    h.mount_on(beacon, deposit("1"));
+    h.mount_on(
+        beacon,
+        Mock::given(method("GET"))
+            .and(path("/eth/v1/node/syncing"))
+            .respond_with(ok_json(
+                json!({"data": {"head_slot": "100", "sync_distance": "0",
+                "is_syncing": false, "is_optimistic": false, "el_offline": false}}),
+            )),
+    );
+    h.mount_on(
+        beacon,
+        Mock::given(method("GET"))
+            .and(path("/eth/v1/beacon/genesis"))
+            .respond_with(ok_json(json!({"data": {"genesis_time": genesis.to_string(),
+                "genesis_validators_root": format!("0x{}", "00".repeat(32)), "genesis_fork_version": "0x00000000"}}))),
+    );
+    h.mount_on(
+        beacon,
+        Mock::given(method("GET"))
+            .and(path("/eth/v1/config/spec"))
+            .respond_with(ok_json(
+                json!({"data": {"SECONDS_PER_SLOT": "12", "SLOTS_PER_EPOCH": "32"}}),
+            )),
+    );
+}
+
+/// A beacon node that answers lookups by index but knows no pubkey: a
+/// pubkey lookup that failed.
+struct IndicesOnly {
+    known: u64,
+}
+
+impl Respond for IndicesOnly {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = req.body_json().unwrap();
+        let data: Vec<Value> = body["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|id| id.as_str()?.parse::<u64>().ok())
+            .filter(|i| *i < self.known)
+            .map(|index| {
+                json!({"index": index.to_string(), "balance": "32000000000", "status": "active_ongoing",
+                    "validator": {"pubkey": pk(index).to_string(), "withdrawal_credentials": "0x00",
+                        "effective_balance": "32000000000", "slashed": false,
+                        "activation_eligibility_epoch": "0", "activation_epoch": "0",
+                        "exit_epoch": "18446744073709551615", "withdrawable_epoch": "18446744073709551615"}})
+            })
+            .collect();
+        ok_json(json!({"execution_optimistic": false, "finalized": false, "data": data}))
+    }
+}
+
+#[test]
+fn invariant_2_a_listed_pubkey_is_never_unassigned_when_its_lookup_failed() {
+    let h = Harness::new();
+    h.me_ok();
+    h.list(rows(&[
+        (1, "0x1", true),
+        (2, "0x1", true),
+        (7, "0x1", true),
+    ]));
+    h.writes_ok();
+    let beacon = h.server();
+    synced_node(&h, &beacon);
+    h.mount_on(
+        &beacon,
+        Mock::given(method("POST"))
+            .and(path(VALIDATORS))
+            .respond_with(IndicesOnly { known: 100 }),
+    );
+    // 1 and 2 are ours; 7 is not.
+    let keys = h.file("keys.txt", &format!("{}\n{}\n", pk(1), pk(2)));
+    let r = run(h
+        .cmd()
+        .args(["sync", "--apply"])
+        .env("KEYSYNC_BEACON_URL", beacon.uri())
+        .env("KEYSYNC_PUBKEYS_FILE", &keys));
+    r.expect(0)
+        .stderr_has(&["listed in the inputs", "they stay"]);
+    assert_eq!(r.stdout, plan_bytes(0, &[], &[7]));
+    let deletes: Vec<String> = h
+        .writes()
+        .iter()
+        .filter(|w| w.method.as_str() == "DELETE")
+        .map(|w| w.url.path().to_string())
+        .collect();
+    assert_eq!(deletes, vec![format!("{LIST}/7")], "only the stranger");
+}
+
+/// A loopback beacon node whose validators answer never ends: a 200 with a
+/// chunked body that streams forever. Everything else a node is asked
+/// gets a synced, chain-1 answer. Returns its URL and the bytes of body it
+/// managed to send before the client hung up.
+fn endless_validators_node() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let small = match target.as_str() {
+                        "/eth/v1/config/deposit_contract" => {
+                            Some(r#"{"data":{"chain_id":"1","address":"0x00"}}"#.to_string())
+                        }
+                        "/eth/v1/node/syncing" => Some(
+                            r#"{"data":{"head_slot":"100","sync_distance":"0","is_syncing":false}}"#
+                                .to_string(),
+                        ),
+                        "/eth/v1/beacon/genesis" => Some(format!(
+                            r#"{{"data":{{"genesis_time":"{}"}}}}"#,
+                            now - 1200
+                        )),
+                        "/eth/v1/config/spec" => Some(r#"{"data":{"SECONDS_PER_SLOT":"12"}}"#.to_string()),
+                        _ => None,
+                    };
+                    if let Some(b) = small {
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+                            b.len()
+                        );
+                        continue;
+                    }
+                    let _ = out.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+                    );
+                    let row =
+                        r#"{"index":"1","status":"active_ongoing","validator":{"pubkey":"0x00"}},"#;
+                    let chunk = row.repeat(100);
+                    let mut first = format!("{:x}\r\n{{\"data\":[\r\n", "{\"data\":[".len());
+                    loop {
+                        first.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+                        if out.write_all(first.as_bytes()).is_err() {
+                            return;
+                        }
+                        counter.fetch_add(first.len(), std::sync::atomic::Ordering::Relaxed);
+                        first.clear();
+                    }
+                }
+            });
+        }
+    });
+    (url, sent)
+}
+
+#[test]
+fn an_endless_beacon_answer_ends_in_a_clear_error_with_bounded_memory() {
+    let h = Harness::new();
+    h.me_ok();
+    let (url, sent) = endless_validators_node();
+    let list = h.file("indices.txt", "1\n");
+    let r = run(h
+        .cmd()
+        .arg("diff")
+        .env("KEYSYNC_BEACON_URL", &url)
+        .env("KEYSYNC_INDEX_LIST_FILE", &list));
+    r.expect(6).no_stdout().stderr_has(&[
+        &url,
+        "POST /eth/v1/beacon/states/head/validators",
+        "larger than the 65 KiB keysync accepts",
+    ]);
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 4 << 20,
+        "keysync stopped reading near its limit, not {sent} bytes in"
+    );
+}
+
+#[test]
+fn an_oversized_identity_answer_is_an_auth_failure_naming_the_party() {
+    let h = Harness::new();
+    h.mount(Mock::given(method("GET")).and(path(ME)).respond_with(
+        ResponseTemplate::new(200).set_body_raw(
+            format!(
+                "{{\"operator_id\":\"42\",\"pad\":\"{}\"}}",
+                "x".repeat(100_000)
+            ),
+            "application/json",
+        ),
+    ));
+    run(h.cmd().arg("show"))
+        .expect(2)
+        .no_stdout()
+        .stderr_has(&["auth service", "GET /api/v1/me", "larger than the 64 KiB"])
+        .no_key();
+}
+
+#[test]
+fn auth_and_console_redirects_are_not_followed() {
+    let h = Harness::new();
+    h.mount(Mock::given(method("GET")).and(path(ME)).respond_with(
+        ResponseTemplate::new(302).insert_header("location", "https://collector.example/steal?x=1"),
+    ));
+    run(h.cmd().arg("show"))
+        .expect(2)
+        .no_stdout()
+        .stderr_has(&["HTTP 302 redirect to collector.example", "not followed"])
+        .no_key();
+    assert_eq!(h.count("GET", ME), 1, "asked once, never followed");
+
+    let h = Harness::new();
+    h.me_ok();
+    h.mount(Mock::given(method("GET")).and(path(LIST)).respond_with(
+        ResponseTemplate::new(307).insert_header("location", "http://127.0.0.2:1/list"),
+    ));
+    run(h.cmd().arg("show"))
+        .expect(3)
+        .stderr_has(&["console API", "HTTP 307 redirect to 127.0.0.2"])
+        .no_key();
+}

@@ -5,41 +5,8 @@
 
 mod support;
 
-use std::path::Path;
-
-use keysync_sim::{Route, Sim, SimConfig};
+use keysync_sim::{Route, SimConfig};
 use support::*;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn keysync(sim: &Sim, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("KEYSYNC_API_URL", sim.url())
-        .env("KEYSYNC_AUTH_URL", sim.url())
-        .env("KEYSYNC_API_KEY", sim.api_key())
-        .env("KEYSYNC_BEACON_URL", sim.beacon_url())
-        .env("KEYSYNC_HTTP_BACKOFF_MS", "2");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.expect("keysync runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
 
 const NOOP: &str = "{\n  \"to_register\": 0,\n  \"to_assign\": [],\n  \"to_unassign\": []\n}\n";
 

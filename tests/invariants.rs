@@ -4,8 +4,8 @@
 //!
 //! The other invariants are proven by the tests named after them:
 //! `invariant_1_*`, `invariant_2_*`, `invariant_3_*` (tests/cli.rs,
-//! tests/watch.rs), `invariant_5_*` (tests/watch_kill.rs) and
-//! `invariant_6_*` (tests/cli.rs).
+//! tests/watch.rs; a wrong beacon witness in tests/wrong_witness.rs),
+//! `invariant_5_*` (tests/watch_kill.rs) and `invariant_6_*` (tests/cli.rs).
 
 use std::time::Duration;
 
@@ -67,6 +67,7 @@ async fn invariant_4_unknown_validators_are_pending_and_unreturned_cached_ones_a
         index: 7,
         pubkey: pk(7),
         status: Status::ActiveOngoing,
+        withdrawable_epoch: None,
     });
     let content = SourceContent {
         pubkeys: vec![pk(7), pk(9)],

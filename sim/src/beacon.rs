@@ -1,11 +1,13 @@
 //! The beacon node's HTTP face: `deposit_contract`, `health`, `genesis`,
-//! validators by GET (repeated `id=`) and POST (`{"ids", "statuses"}`), and
-//! the `/eth/v1/events` SSE stream, with Lodestar's byte framing
-//! (`event: x\ndata: {...}\n\n`, `: keep-alive` comments) and quirks
-//! (a comma-joined `id=2,3` matches nothing).
+//! `node/syncing`, `config/spec`, validators by GET (repeated `id=`) and
+//! POST (`{"ids", "statuses"}`), and the `/eth/v1/events` SSE stream, with
+//! Lodestar's byte framing (`event: x\ndata: {...}\n\n`, `: keep-alive`
+//! comments) and quirks (a comma-joined `id=2,3` matches nothing).
 //!
 //! Owns the event fan-out ([`Streams`]); the events themselves come from
-//! `chain`. Every route passes through `faults` first.
+//! `chain`, the node's sync state, spec and genesis clock from `node`. The
+//! validators routes hide indices at or above the stale limit
+//! ([`Sim::set_stale_above`]). Every route passes through `faults` first.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -53,6 +55,8 @@ pub fn routes() -> Router<Sim> {
         .route("/eth/v1/config/deposit_contract", get(deposit_contract))
         .route("/eth/v1/node/health", get(health))
         .route("/eth/v1/beacon/genesis", get(genesis))
+        .route("/eth/v1/node/syncing", get(syncing))
+        .route("/eth/v1/config/spec", get(spec))
         .route(
             "/eth/v1/beacon/states/{state_id}/validators",
             get(validators_get).post(validators_post),
@@ -90,14 +94,32 @@ async fn genesis(State(sim): State<Sim>) -> Response {
     if let Some(r) = sim.faults().gate(Route::Genesis).await {
         return r;
     }
-    let root = chain::to_hex(&sim.chain().genesis_validators_root());
+    let (root, head) = {
+        let c = sim.chain();
+        (chain::to_hex(&c.genesis_validators_root()), c.slot())
+    };
     json_response(
         StatusCode::OK,
         format!(
             "{{\"data\":{{\"genesis_time\":\"{}\",\"genesis_validators_root\":\"{root}\",\"genesis_fork_version\":\"0x00000000\"}}}}",
-            sim.genesis_time()
+            sim.genesis_time_at(head)
         ),
     )
+}
+
+async fn syncing(State(sim): State<Sim>) -> Response {
+    if let Some(r) = sim.faults().gate(Route::NodeSyncing).await {
+        return r;
+    }
+    let slot = sim.current_slot();
+    json_response(StatusCode::OK, sim.sync_mode().syncing_json(slot))
+}
+
+async fn spec(State(sim): State<Sim>) -> Response {
+    if let Some(r) = sim.faults().gate(Route::Spec).await {
+        return r;
+    }
+    json_response(StatusCode::OK, sim.spec_json())
 }
 
 /// `head`, `finalized`, `justified`, `genesis`, a decimal slot or a 0x root.
@@ -213,16 +235,18 @@ fn parse_post_body(body: &[u8]) -> Result<PostBody, String> {
 }
 
 /// Serialises the matching validators straight into one string.
-/// `ids: None` = every validator.
+/// `ids: None` = every validator. Indices at or above the stale limit are
+/// unknown.
 fn validators_response(sim: &Sim, ids: Option<Vec<String>>, filter: StatusFilter) -> Response {
+    let known = sim.stale_above().unwrap_or(u64::MAX);
     let chain = sim.chain();
     let indices: Vec<u64> = match &ids {
-        None => (0..chain.len()).collect(),
+        None => (0..chain.len().min(known)).collect(),
         Some(ids) => {
             let mut seen = HashSet::with_capacity(ids.len());
             ids.iter()
                 .filter_map(|id| chain.resolve_id(id))
-                .filter(|i| seen.insert(*i))
+                .filter(|i| *i < known && seen.insert(*i))
                 .collect()
         }
     };

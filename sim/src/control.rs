@@ -4,7 +4,7 @@
 //!
 //! | route | body / query | answer |
 //! |---|---|---|
-//! | `GET /sim/state` | | slot, epoch, counts, assignment count, open streams, beacon_up, urls |
+//! | `GET /sim/state` | | slot, epoch, genesis_time, sync mode, stale_above, counts, assignment count, open streams, beacon_up, urls |
 //! | `GET /sim/registry` | | `{"assignments": [...], "registered": n}` |
 //! | `GET /sim/counts` | | `{route: n}` |
 //! | `POST /sim/reset_counts` | | |
@@ -22,6 +22,9 @@
 //! | `POST /sim/list_shape` | `{"shape": "validators"\|"assignments"\|"null"\|"absent"}` | |
 //! | `POST /sim/streams` | `{"close": true}` and/or `{"silence": bool}` | |
 //! | `POST /sim/beacon` | `{"up": bool}` | |
+//! | `POST /sim/sync` | `{"mode": "synced"\|"synced_legacy"\|"syncing"\|"optimistic"\|"el_offline"\|"lagging", "distance": n (syncing), "slots": n (lagging)}` | |
+//! | `POST /sim/spec_omit` | `{"fields": ["SECONDS_PER_SLOT", …]}` (`[]` restores) | |
+//! | `POST /sim/stale` | `{"above": n\|null}`: validators routes forget indices ≥ n | |
 //! | `GET /sim/pubkeys?start=0&count=N` | | text/plain, one pubkey a line |
 //! | `GET /sim/validator/{index}` | | `{"index","pubkey","status"}` |
 //!
@@ -37,7 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{chain, json_response, ApiError, ListShape, Route, Sim};
+use crate::{chain, json_response, ApiError, ListShape, Route, Sim, SyncMode};
 
 pub fn routes() -> Router<Sim> {
     Router::new()
@@ -60,6 +63,9 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/list_shape", post(list_shape))
         .route("/sim/streams", post(streams))
         .route("/sim/beacon", post(beacon))
+        .route("/sim/sync", post(sync))
+        .route("/sim/spec_omit", post(spec_omit))
+        .route("/sim/stale", post(stale))
         .route("/sim/pubkeys", get(pubkeys))
         .route("/sim/validator/{index}", get(validator))
 }
@@ -102,6 +108,8 @@ async fn state(State(sim): State<Sim>) -> Response {
     };
     let body = json!({
         "slot": slot, "epoch": epoch, "slots_per_epoch": spe, "validators": validators,
+        "genesis_time": sim.genesis_time_at(slot), "sync": sim.sync_mode().name(),
+        "stale_above": sim.stale_above(),
         "counts": sim.counts(), "assignments": assignments, "registered": registered,
         "open_streams": sim.open_streams(), "beacon_up": sim.beacon_up().await,
         "url": sim.url(), "beacon_url": sim.beacon_url(),
@@ -358,6 +366,57 @@ async fn beacon(State(sim): State<Sim>, b: Bytes) -> Answer {
         sim.stop_beacon().await;
     }
     ok(json!({"up": sim.beacon_up().await}))
+}
+
+#[derive(Deserialize)]
+struct SyncReq {
+    mode: String,
+    #[serde(default)]
+    distance: Option<u64>,
+    #[serde(default)]
+    slots: Option<u64>,
+}
+
+async fn sync(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: SyncReq = body(&b)?;
+    let mode = SyncMode::parse(&req.mode, req.distance, req.slots).map_err(bad)?;
+    sim.set_sync(mode);
+    ok(json!({"mode": mode.name()}))
+}
+
+#[derive(Deserialize)]
+struct SpecOmitReq {
+    fields: Vec<String>,
+}
+
+async fn spec_omit(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: SpecOmitReq = body(&b)?;
+    sim.set_spec_omit(req.fields);
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct StaleReq {
+    #[serde(default, deserialize_with = "present")]
+    above: Option<Option<u64>>,
+}
+
+/// Marks a field as present (so `null` differs from absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+async fn stale(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: StaleReq = body(&b)?;
+    let above = req
+        .above
+        .ok_or_else(|| bad("\"above\" is required (an index, or null)"))?;
+    sim.set_stale_above(above);
+    ok(json!({"above": above}))
 }
 
 /// A decimal query parameter, `Ok(None)` when absent.

@@ -29,13 +29,15 @@ pub enum Route {
     DepositContract,
     Health,
     Genesis,
+    NodeSyncing,
+    Spec,
     ValidatorsGet,
     ValidatorsPost,
     Events,
 }
 
 impl Route {
-    pub const ALL: [Route; 11] = [
+    pub const ALL: [Route; 13] = [
         Route::Me,
         Route::List,
         Route::Register,
@@ -44,6 +46,8 @@ impl Route {
         Route::DepositContract,
         Route::Health,
         Route::Genesis,
+        Route::NodeSyncing,
+        Route::Spec,
         Route::ValidatorsGet,
         Route::ValidatorsPost,
         Route::Events,
@@ -59,6 +63,8 @@ impl Route {
             Route::DepositContract => "deposit_contract",
             Route::Health => "health",
             Route::Genesis => "genesis",
+            Route::NodeSyncing => "node_syncing",
+            Route::Spec => "spec",
             Route::ValidatorsGet => "validators_get",
             Route::ValidatorsPost => "validators_post",
             Route::Events => "events",
@@ -205,6 +211,16 @@ mod tests {
         }
         assert!("nope".parse::<Route>().is_err());
         assert_eq!(Route::ValidatorsPost.to_string(), "validators_post");
+    }
+
+    #[test]
+    fn all_lists_every_route_at_its_own_slot() {
+        // `Faults` indexes its per-route state by discriminant.
+        for (i, r) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "{r}");
+        }
+        assert_eq!(Route::NodeSyncing.to_string(), "node_syncing");
+        assert_eq!("spec".parse::<Route>(), Ok(Route::Spec));
     }
 
     #[tokio::test]

@@ -13,7 +13,14 @@
 //!   It can be stopped and restarted on the same port.
 //!
 //! Beacon reads ignore `state_id` beyond validating it: `head`, `finalized`,
-//! `justified`, `genesis`, a slot or a root all answer from the current state.
+//! `justified`, `genesis`, a slot or a root all answer from the current state
+//! (or from the stale state set by [`Sim::set_stale_above`]).
+//!
+//! The head always sits at the wall-clock slot a client computes from
+//! `beacon/genesis` and `config/spec`: a running clock follows the wall clock
+//! from a genesis at the start second; with the manual clock the reported
+//! genesis moves instead (details in `node`'s docs). What the node says of
+//! its sync state is scripted with [`Sim::set_sync`].
 
 mod beacon;
 pub mod chain;
@@ -21,6 +28,7 @@ mod cli;
 mod console;
 pub mod control;
 mod faults;
+mod node;
 mod registry;
 mod server;
 
@@ -28,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
@@ -39,11 +47,13 @@ use tokio::task::JoinHandle;
 pub use chain::Status;
 pub use cli::cli_main;
 pub use faults::Route;
+pub use node::SyncMode;
 pub use registry::{Assignment, ListShape};
 
 use beacon::Streams;
 use chain::{Chain, Lifecycle};
 use faults::Faults;
+use node::{Clock, SpecParams};
 use registry::Registry;
 use server::Server;
 
@@ -64,7 +74,9 @@ pub struct SimConfig {
     /// Seed for pubkeys, roots and signatures. Default 0.
     pub seed: u64,
     /// Slot length. Default 12000. 0 = manual clock: slots move only on
-    /// [`Sim::advance_slots`] (fully deterministic tests).
+    /// [`Sim::advance_slots`] (fully deterministic tests). A running clock
+    /// starts at genesis = the start second, so the first slot seen may be
+    /// above 0 (up to a second's worth of slots).
     pub slot_ms: u64,
     /// Default 32; tests use 4–8 so epochs pass quickly.
     pub slots_per_epoch: u64,
@@ -144,13 +156,16 @@ pub(crate) struct Inner {
     cfg: SimConfig,
     main_addr: SocketAddr,
     beacon_addr: SocketAddr,
-    genesis_time: u64,
+    clock_rules: Clock,
     chain: Mutex<Chain>,
     registry: Mutex<Registry>,
     faults: Faults,
     streams: Streams,
     none_known_404: AtomicBool,
     post_unsupported: Mutex<Option<u16>>,
+    sync: Mutex<SyncMode>,
+    spec_omit: Mutex<Vec<String>>,
+    stale_above: Mutex<Option<u64>>,
     main: tokio::sync::Mutex<Option<Server>>,
     beacon: tokio::sync::Mutex<Option<Server>>,
     clock: Mutex<Option<JoinHandle<()>>>,
@@ -237,22 +252,22 @@ impl Sim {
         let chain = tokio::task::spawn_blocking(move || Chain::new(seed, n, spe, lc))
             .await
             .map_err(std::io::Error::other)?;
-        let genesis_time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let clock_rules = Clock::new(cfg.slot_ms, node::now_ms());
         let faults = Faults::default();
         faults.set_latency(None, cfg.latency_ms);
         let inner = Inner {
             main_addr,
             beacon_addr,
-            genesis_time,
+            clock_rules,
             chain: Mutex::new(chain),
             registry: Mutex::new(Registry::default()),
             faults,
             streams: Streams::new(cfg.keepalive()),
             none_known_404: AtomicBool::new(cfg.none_known_404),
             post_unsupported: Mutex::new(cfg.post_validators_unsupported),
+            sync: Mutex::new(SyncMode::default()),
+            spec_omit: Mutex::new(Vec::new()),
+            stale_above: Mutex::new(None),
             main: tokio::sync::Mutex::new(None),
             beacon: tokio::sync::Mutex::new(None),
             clock: Mutex::new(None),
@@ -261,6 +276,8 @@ impl Sim {
         let sim = Sim {
             inner: Arc::new(inner),
         };
+        // The head is at the wall-clock slot before anyone can ask.
+        sim.follow_wall_clock();
         *sim.inner.main.lock().await = Some(Server::spawn(main_listener, sim.main_router()));
         *sim.inner.beacon.lock().await = Some(Server::spawn(beacon_listener, sim.beacon_router()));
         if sim.inner.cfg.slot_ms > 0 {
@@ -283,19 +300,37 @@ impl Sim {
             .with_state(self.clone())
     }
 
+    /// Ticks at every wall-clock slot start and moves the chain to the
+    /// wall-clock slot (several slots after a late tick; none while
+    /// [`Sim::advance_slots`] has it ahead).
     fn spawn_clock(&self) -> JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
-        let period = Duration::from_millis(self.inner.cfg.slot_ms);
+        let clock = self.inner.clock_rules;
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
-                ticks.tick().await;
+                let wait = clock.until_next_slot_ms(node::now_ms());
+                tokio::time::sleep(Duration::from_millis(wait)).await;
                 match weak.upgrade() {
-                    Some(inner) => Sim { inner }.advance_slots(1),
+                    Some(inner) => Sim { inner }.follow_wall_clock(),
                     None => break,
                 }
             }
         })
+    }
+
+    /// Advances a running clock's chain to the wall-clock slot; never moves
+    /// it back. No-op with the manual clock.
+    fn follow_wall_clock(&self) {
+        let clock = self.inner.clock_rules;
+        if !clock.is_running() {
+            return;
+        }
+        let mut chain = self.chain();
+        let behind = clock.wall_slot(node::now_ms()).saturating_sub(chain.slot());
+        if behind > 0 {
+            let events = chain.advance(behind);
+            self.streams().publish(events);
+        }
     }
 
     pub(crate) fn config(&self) -> &SimConfig {
@@ -318,8 +353,27 @@ impl Sim {
         lock(&self.inner.registry)
     }
 
-    pub(crate) fn genesis_time(&self) -> u64 {
-        self.inner.genesis_time
+    /// The `genesis_time` reported when the head is at `head_slot` (see
+    /// [`Sim::genesis_time`]).
+    pub(crate) fn genesis_time_at(&self, head_slot: u64) -> u64 {
+        self.inner
+            .clock_rules
+            .genesis_time(head_slot, node::now_ms())
+    }
+
+    /// What `config/spec` reports, minus the omitted fields.
+    pub(crate) fn spec_json(&self) -> String {
+        let params = SpecParams {
+            clock: self.inner.clock_rules,
+            slots_per_epoch: self.chain().slots_per_epoch(),
+            withdrawable_delay_epochs: self.inner.cfg.withdrawable_delay_epochs,
+            chain_id: self.inner.cfg.chain_id,
+        };
+        params.spec_json(&lock(&self.inner.spec_omit))
+    }
+
+    pub(crate) fn stale_above(&self) -> Option<u64> {
+        *lock(&self.inner.stale_above)
     }
 
     pub(crate) fn none_known_404(&self) -> bool {
@@ -378,8 +432,17 @@ impl Sim {
         self.chain().epoch()
     }
 
+    /// The `genesis_time` `beacon/genesis` reports now (Unix seconds): the
+    /// start second with a running clock; with the manual clock
+    /// `now - current_slot() * 12`, so the head is always at the
+    /// wall-clock slot.
+    pub fn genesis_time(&self) -> u64 {
+        self.genesis_time_at(self.current_slot())
+    }
+
     /// Moves the chain `n` slots ahead (works with either clock mode),
-    /// sending each slot's events.
+    /// sending each slot's events. A running clock then waits for the wall
+    /// clock to catch up (it never moves back).
     pub fn advance_slots(&self, n: u64) {
         let mut chain = self.chain();
         let events = chain.advance(n);
@@ -460,6 +523,32 @@ impl Sim {
         let mut chain = self.chain();
         let ev = chain.reorg(depth);
         self.streams().publish([ev]);
+    }
+
+    // ---- node state -----------------------------------------------------
+
+    /// What `node/syncing` reports from now on.
+    pub fn set_sync(&self, mode: SyncMode) {
+        *lock(&self.inner.sync) = mode;
+    }
+
+    pub fn sync_mode(&self) -> SyncMode {
+        *lock(&self.inner.sync)
+    }
+
+    /// Leaves the named fields (e.g. `"SECONDS_PER_SLOT"`) out of
+    /// `config/spec`'s answer; an empty list restores them all.
+    pub fn set_spec_omit(&self, fields: Vec<String>) {
+        *lock(&self.inner.spec_omit) = fields;
+    }
+
+    /// While `Some(n)`, the validators routes answer like a node restored
+    /// from an old state: validators with index >= `n` are unknown to them
+    /// (left out; with none-known-404 a query knowing none of its ids
+    /// answers 404). The chain itself (statuses, events, registry) goes on
+    /// unaffected. `None` restores.
+    pub fn set_stale_above(&self, above: Option<u64>) {
+        *lock(&self.inner.stale_above) = above;
     }
 
     // ---- registry -------------------------------------------------------

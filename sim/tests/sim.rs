@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use keysync_sim::{ListShape, Route, Sim, SimConfig};
+use keysync_sim::{ListShape, Route, Sim, SimConfig, SyncMode};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -1106,14 +1106,484 @@ async fn automatic_clock_ticks() {
     })
     .await
     .unwrap();
+    // The chain starts at the wall-clock slot (genesis is the start
+    // second), not necessarily at 0.
+    let s0 = sim.current_slot();
     let mut s = Sse::open(&sim, &["head"]).await;
-    assert!(wait_for(10, || sim.current_slot() >= 3).await);
+    assert!(wait_for(10, || sim.current_slot() >= s0 + 3).await);
     assert!(
         s.read_until(10, |b| b.contains("\"epoch_transition\":true"))
             .await
     );
     assert!(sim.current_epoch() >= 1);
     sim.shutdown().await;
+}
+
+// ---- node state: syncing, spec, genesis clock, stale head ---------------
+
+async fn get_json(c: &reqwest::Client, url: &str) -> Value {
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    r.json::<Value>().await.unwrap()
+}
+
+/// `(now - genesis_time) / slot` as a client computes it, in ms.
+fn wall_slot(genesis_time: u64, slot_ms: u64) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    now_ms.saturating_sub(genesis_time * 1000) / slot_ms
+}
+
+#[tokio::test]
+async fn node_syncing_reports_the_scripted_mode() {
+    let sim = manual().await;
+    let c = http();
+    let url = format!("{}/eth/v1/node/syncing", sim.beacon_url());
+    sim.advance_slots(5);
+    assert_eq!(
+        get_json(&c, &url).await,
+        json!({"data": {"head_slot": "5", "sync_distance": "0", "is_syncing": false, "is_optimistic": false, "el_offline": false}})
+    );
+
+    // Older nodes: the same keys as the Lodestar 1.5.1 answer minus the
+    // flags it lacks (it has no el_offline; older still have neither).
+    sim.set_sync(SyncMode::SyncedLegacy);
+    assert_eq!(
+        get_json(&c, &url).await,
+        json!({"data": {"head_slot": "5", "sync_distance": "0", "is_syncing": false}})
+    );
+
+    let data = |v: Value| v["data"].clone();
+    sim.set_sync(SyncMode::Syncing { distance: 3 });
+    assert_eq!(
+        data(get_json(&c, &url).await),
+        json!({"head_slot": "2", "sync_distance": "3", "is_syncing": true, "is_optimistic": false, "el_offline": false})
+    );
+    sim.set_sync(SyncMode::Syncing { distance: 9 });
+    assert_eq!(data(get_json(&c, &url).await)["head_slot"], "0");
+    sim.set_sync(SyncMode::Optimistic);
+    assert_eq!(
+        data(get_json(&c, &url).await),
+        json!({"head_slot": "5", "sync_distance": "0", "is_syncing": false, "is_optimistic": true, "el_offline": false})
+    );
+    sim.set_sync(SyncMode::ElOffline);
+    assert_eq!(
+        data(get_json(&c, &url).await),
+        json!({"head_slot": "5", "sync_distance": "0", "is_syncing": false, "is_optimistic": false, "el_offline": true})
+    );
+    // Lagging claims to be synced; only its head gives it away.
+    sim.set_sync(SyncMode::Lagging { slots: 2 });
+    assert_eq!(
+        data(get_json(&c, &url).await),
+        json!({"head_slot": "3", "sync_distance": "0", "is_syncing": false, "is_optimistic": false, "el_offline": false})
+    );
+    sim.advance_slots(1);
+    assert_eq!(data(get_json(&c, &url).await)["head_slot"], "4");
+    assert_eq!(sim.sync_mode(), SyncMode::Lagging { slots: 2 });
+
+    // Through the control API.
+    let ctl = format!("{}/sim/sync", sim.url());
+    let post = |body: Value| c.post(&ctl).json(&body).send();
+    let r = post(json!({"mode": "syncing", "distance": 4}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = data(get_json(&c, &url).await);
+    assert_eq!(
+        (v["head_slot"].clone(), v["is_syncing"].clone()),
+        (json!("2"), json!(true))
+    );
+    post(json!({"mode": "lagging", "slots": 6})).await.unwrap();
+    assert_eq!(data(get_json(&c, &url).await)["head_slot"], "0");
+    post(json!({"mode": "synced_legacy"})).await.unwrap();
+    assert!(data(get_json(&c, &url).await).get("el_offline").is_none());
+    for bad in [
+        json!({"mode": "syncing"}),
+        json!({"mode": "lagging", "distance": 1}),
+        json!({"mode": "bogus"}),
+        json!({"mode": "syncing", "distance": -1}),
+        json!({}),
+    ] {
+        assert_eq!(post(bad.clone()).await.unwrap().status(), 400, "{bad}");
+    }
+    assert_eq!(c.post(&ctl).body("{").send().await.unwrap().status(), 400);
+    assert_eq!(
+        sim.sync_mode(),
+        SyncMode::SyncedLegacy,
+        "a 400 changes nothing"
+    );
+    post(json!({"mode": "synced"})).await.unwrap();
+    assert_eq!(sim.sync_mode(), SyncMode::Synced);
+    let state = get_json(&c, &format!("{}/sim/state", sim.url())).await;
+    assert_eq!(state["sync"], "synced");
+}
+
+#[tokio::test]
+async fn node_syncing_and_spec_are_counted_and_faultable() {
+    let sim = manual().await;
+    let c = http();
+    let syncing = format!("{}/eth/v1/node/syncing", sim.beacon_url());
+    let spec = format!("{}/eth/v1/config/spec", sim.beacon_url());
+
+    sim.fail_next(Route::NodeSyncing, 503, 1, Some(2));
+    let r = c.get(&syncing).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "2");
+    sim.non_json_next(Route::NodeSyncing, 1);
+    let r = c.get(&syncing).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "<html>502 proxy</html>");
+    sim.set_latency(Some(Route::NodeSyncing), 120);
+    let t = Instant::now();
+    assert_eq!(c.get(&syncing).send().await.unwrap().status(), 200);
+    assert!(t.elapsed() >= Duration::from_millis(120));
+    sim.set_latency(Some(Route::NodeSyncing), 0);
+
+    // Through the control API, by route name.
+    let ctl = |p: &str| format!("{}/sim/{p}", sim.url());
+    c.post(ctl("fail"))
+        .json(&json!({"route": "spec", "status": 500, "count": 2}))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(c.get(&spec).send().await.unwrap().status(), 500);
+    }
+    assert_eq!(c.get(&spec).send().await.unwrap().status(), 200);
+    c.post(ctl("non_json"))
+        .json(&json!({"route": "node_syncing"}))
+        .send()
+        .await
+        .unwrap();
+    let r = c.get(&syncing).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "<html>502 proxy</html>");
+    let r = c
+        .post(ctl("latency"))
+        .json(&json!({"route": "spec", "ms": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let counts = sim.counts();
+    assert_eq!(counts["node_syncing"], 4);
+    assert_eq!(counts["spec"], 3);
+    assert_eq!(counts.len(), Route::ALL.len());
+    let counts = get_json(&c, &ctl("counts")).await;
+    assert_eq!(
+        (counts["node_syncing"].clone(), counts["spec"].clone()),
+        (json!(4), json!(3))
+    );
+}
+
+#[tokio::test]
+async fn config_spec_reports_the_chain_rules() {
+    let sim = Sim::start(SimConfig {
+        chain_id: 17000,
+        withdrawable_delay_epochs: 3,
+        ..manual_config()
+    })
+    .await
+    .unwrap();
+    let c = http();
+    let url = format!("{}/eth/v1/config/spec", sim.beacon_url());
+    let spec = get_json(&c, &url).await;
+    assert_eq!(
+        spec,
+        json!({"data": {
+            "CONFIG_NAME": "keysync-sim",
+            "PRESET_BASE": "mainnet",
+            "SECONDS_PER_SLOT": "12",
+            "SLOT_DURATION_MS": "12000",
+            "SLOTS_PER_EPOCH": "4",
+            "MAX_SEED_LOOKAHEAD": "4",
+            "MIN_VALIDATOR_WITHDRAWABILITY_DELAY": "3",
+            "DEPOSIT_CHAIN_ID": "17000",
+            "GENESIS_FORK_VERSION": "0x00000000",
+        }})
+    );
+
+    // Fields left out, then restored.
+    sim.set_spec_omit(vec!["SECONDS_PER_SLOT".into(), "SLOT_DURATION_MS".into()]);
+    let data = get_json(&c, &url).await["data"].clone();
+    assert!(data.get("SECONDS_PER_SLOT").is_none() && data.get("SLOT_DURATION_MS").is_none());
+    assert_eq!(data["SLOTS_PER_EPOCH"], "4");
+    let ctl = format!("{}/sim/spec_omit", sim.url());
+    let r = c
+        .post(&ctl)
+        .json(&json!({"fields": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get_json(&c, &url).await, spec);
+    c.post(&ctl)
+        .json(&json!({"fields": ["MIN_VALIDATOR_WITHDRAWABILITY_DELAY"]}))
+        .send()
+        .await
+        .unwrap();
+    let data = get_json(&c, &url).await["data"].clone();
+    assert!(data.get("MIN_VALIDATOR_WITHDRAWABILITY_DELAY").is_none());
+    assert_eq!(data.as_object().unwrap().len(), 8);
+    for bad in [
+        json!({"fields": "SLOTS_PER_EPOCH"}),
+        json!({"fields": [1]}),
+        json!({}),
+    ] {
+        assert_eq!(
+            c.post(&ctl).json(&bad).send().await.unwrap().status(),
+            400,
+            "{bad}"
+        );
+    }
+    sim.shutdown().await;
+
+    // A running clock reports its own slot length.
+    let sim = Sim::start(SimConfig {
+        slot_ms: 100,
+        ..manual_config()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/eth/v1/config/spec", sim.beacon_url());
+    let data = get_json(&c, &url).await["data"].clone();
+    assert_eq!(data["SECONDS_PER_SLOT"], "1");
+    assert_eq!(data["SLOT_DURATION_MS"], "100");
+    assert_eq!(data["MIN_VALIDATOR_WITHDRAWABILITY_DELAY"], "2");
+    assert_eq!(data["DEPOSIT_CHAIN_ID"], "1");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_clock_head_is_at_the_wall_clock_slot() {
+    let sim = Sim::start(SimConfig {
+        slot_ms: 100,
+        ..manual_config()
+    })
+    .await
+    .unwrap();
+    let c = http();
+    let b = sim.beacon_url();
+    let genesis: u64 = get_json(&c, &format!("{b}/eth/v1/beacon/genesis")).await["data"]
+        ["genesis_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(genesis, sim.genesis_time());
+    let slot_ms: u64 = get_json(&c, &format!("{b}/eth/v1/config/spec")).await["data"]
+        ["SLOT_DURATION_MS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(slot_ms, 100);
+    let head = || async {
+        get_json(&c, &format!("{b}/eth/v1/node/syncing")).await["data"]["head_slot"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+
+    // Sampled over more than a second: head and wall-clock slot agree.
+    let mut heads = Vec::new();
+    for _ in 0..12 {
+        let h = head().await;
+        let wall = wall_slot(genesis, slot_ms);
+        assert!(wall.abs_diff(h) <= 2, "head {h}, wall-clock slot {wall}");
+        heads.push(h);
+        tokio::time::sleep(Duration::from_millis(110)).await;
+    }
+    assert!(heads.windows(2).all(|w| w[0] <= w[1]), "{heads:?}");
+    assert!(heads.last() > heads.first(), "the clock runs: {heads:?}");
+    // Genesis stays put.
+    let again: u64 = get_json(&c, &format!("{b}/eth/v1/beacon/genesis")).await["data"]
+        ["genesis_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(again, genesis);
+
+    // Moved ahead by hand: the clock waits for the wall clock, never going
+    // back, then runs on.
+    sim.advance_slots(6);
+    let ahead = sim.current_slot();
+    assert!(
+        wait_for(10, || {
+            let wall = wall_slot(genesis, slot_ms);
+            let slot = sim.current_slot();
+            assert!(slot >= ahead, "moved back: {slot} < {ahead}");
+            if wall + 1 < ahead {
+                assert_eq!(slot, ahead, "the clock waits (wall {wall})");
+            }
+            slot > ahead + 1
+        })
+        .await
+    );
+    let h = head().await;
+    assert!(wall_slot(genesis, slot_ms).abs_diff(h) <= 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn manual_clock_genesis_keeps_the_head_at_the_wall_clock_slot() {
+    let sim = manual().await;
+    let c = http();
+    let b = sim.beacon_url();
+    let spec = get_json(&c, &format!("{b}/eth/v1/config/spec")).await;
+    let secs: u64 = spec["data"]["SECONDS_PER_SLOT"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(secs, 12);
+    for step in [0, 1, 7, 300] {
+        sim.advance_slots(step);
+        let genesis: u64 = get_json(&c, &format!("{b}/eth/v1/beacon/genesis")).await["data"]
+            ["genesis_time"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let head: u64 = get_json(&c, &format!("{b}/eth/v1/node/syncing")).await["data"]
+            ["head_slot"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(head, sim.current_slot());
+        assert_eq!(wall_slot(genesis, secs * 1000), head, "after +{step}");
+    }
+}
+
+#[tokio::test]
+async fn stale_head_forgets_newer_validators_but_the_chain_goes_on() {
+    let sim = manual().await;
+    let c = http();
+    let url = format!("{}/eth/v1/beacon/states/head/validators", sim.beacon_url());
+    let indices = |v: Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["index"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let pk = sim.deposit(None);
+    sim.advance_epochs(1);
+    assert_eq!(sim.index_of(&pk), Some(16));
+
+    sim.set_stale_above(Some(10));
+    // GET by index and by pubkey.
+    let v = get_json(
+        &c,
+        &format!(
+            "{url}?id=3&id=12&id={}&id={}",
+            sim.pubkey(9),
+            sim.pubkey(14)
+        ),
+    )
+    .await;
+    assert_eq!(indices(v), vec!["3", "9"]);
+    // POST by index and pubkey, and "all".
+    let r = c
+        .post(&url)
+        .json(&json!({"ids": [sim.pubkey(12), "13", "2", pk]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(indices(r.json().await.unwrap()), vec!["2"]);
+    let r = c.post(&url).send().await.unwrap();
+    assert_eq!(indices(r.json().await.unwrap()).len(), 10);
+    assert_eq!(indices(get_json(&c, &url).await).len(), 10);
+    // Knowing none of its ids: empty, or 404 with the knob.
+    let r = c
+        .post(&url)
+        .json(&json!({"ids": ["12", pk]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(indices(r.json().await.unwrap()), Vec::<String>::new());
+    sim.set_none_known_404(true);
+    let r = c
+        .post(&url)
+        .json(&json!({"ids": ["12", pk]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        c.get(format!("{url}?id=15")).send().await.unwrap().status(),
+        404
+    );
+    let r = c
+        .post(&url)
+        .json(&json!({"ids": ["12", "1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(indices(r.json().await.unwrap()), vec!["1"]);
+    sim.set_none_known_404(false);
+
+    // The chain itself is unaffected: statuses move, events flow.
+    let mut heads = Sse::open(&sim, &["voluntary_exit"]).await;
+    sim.exit(12);
+    assert!(
+        heads
+            .read_until(5, |b| b.contains("\"validator_index\":\"12\""))
+            .await
+    );
+    sim.advance_epochs(1);
+    assert_eq!(sim.status(12).as_deref(), Some("active_exiting"));
+    assert_eq!(sim.validator_count(), 17);
+
+    sim.set_stale_above(None);
+    let r = c
+        .post(&url)
+        .json(&json!({"ids": ["12", pk]}))
+        .send()
+        .await
+        .unwrap();
+    let data = r.json::<Value>().await.unwrap()["data"].clone();
+    assert_eq!(data[0]["index"], "12");
+    assert_eq!(data[0]["status"], "active_exiting");
+    assert_eq!(data[1]["index"], "16");
+
+    // Through the control API.
+    let ctl = format!("{}/sim/stale", sim.url());
+    let r = c
+        .post(&ctl)
+        .json(&json!({"above": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        indices(get_json(&c, &format!("{url}?id=4&id=7")).await),
+        vec!["4"]
+    );
+    let state = get_json(&c, &format!("{}/sim/state", sim.url())).await;
+    assert_eq!(state["stale_above"], 5);
+    for bad in [json!({}), json!({"above": "x"}), json!({"above": -1})] {
+        assert_eq!(
+            c.post(&ctl).json(&bad).send().await.unwrap().status(),
+            400,
+            "{bad}"
+        );
+    }
+    c.post(&ctl)
+        .json(&json!({"above": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        indices(get_json(&c, &format!("{url}?id=4&id=7")).await),
+        vec!["4", "7"]
+    );
 }
 
 // ---- control API --------------------------------------------------------

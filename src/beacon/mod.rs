@@ -1,23 +1,33 @@
 //! `BeaconClient`: the standard Ethereum Beacon API, typed at the boundary.
 //!
-//! Owns the chain-id probe (`deposit_contract`), validator resolution
-//! (batched `POST …/validators`, falling back to `GET` with ≤64 ids when a
-//! server does not support POST), failover across several beacon URLs, and
-//! (in [`events`]) the SSE event stream. Quoted integers become integers here,
-//! once. Never decides what is desired: it reports what the node knows.
+//! Owns the client and its endpoints, the chain-id probe
+//! (`deposit_contract`), plain failover across several beacon URLs, and the
+//! wire types shared by the rooms below: validator lookups (`lookup`:
+//! batched, at most [`CONCURRENCY`] requests in flight, bounded answers),
+//! the per-pass vetting of every node used and the pass's [`Witness`]
+//! (`vetting`), what a node says of itself and the "synced" rule
+//! ([`node`]), and the SSE event stream ([`events`]). Quoted integers become
+//! integers here, once. Never decides what is desired: it reports what the
+//! node knows and whether the node may be believed about removals.
 
 pub mod events;
+mod lookup;
+pub mod node;
+mod vetting;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use crate::domain::{Pubkey, Status, ValidatorIndex};
-use crate::http::{Failure, Http, Party, RetryPolicy};
+use crate::http::{Failure, Http, Party, RetryPolicy, SMALL_BODY};
+use node::ChainClock;
+pub use node::{NotSynced, Synced, Unsynced};
+use vetting::Pass;
+pub use vetting::{Vetting, Witness};
 
 /// Ids per POST request. Beacon clients handle ~10,000 well; 5,000 keeps
 /// each response a few MB and lets several run in parallel.
@@ -33,6 +43,8 @@ pub struct BeaconValidator {
     pub index: ValidatorIndex,
     pub pubkey: Pubkey,
     pub status: Status,
+    /// The epoch it becomes withdrawable, once its exit is initiated.
+    pub withdrawable_epoch: Option<u64>,
 }
 
 /// What to look a validator up by.
@@ -52,7 +64,7 @@ impl ValidatorId {
 }
 
 /// A beacon node that could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BeaconError {
     #[error("beacon node {url}: {call} failed: {failure}")]
     Failed {
@@ -73,6 +85,10 @@ pub enum BeaconError {
         node: u64,
         configured: String,
     },
+    /// Removals were planned on the word of a node that is not synced
+    /// (one-shot: exit 6, nothing written).
+    #[error("{0}: nothing was written; removals wait until a synced beacon node confirms them")]
+    NotSynced(NotSynced),
 }
 
 impl BeaconError {
@@ -83,13 +99,11 @@ impl BeaconError {
     }
 }
 
-const POST_UNKNOWN: u8 = 0;
-const POST_YES: u8 = 1;
-const POST_NO: u8 = 2;
-
 struct Endpoint {
     url: Url,
     post: AtomicU8,
+    /// Genesis and slot length, read once (they never change for a chain).
+    clock: tokio::sync::OnceCell<ChainClock>,
 }
 
 /// Client of one or more beacon nodes (failover in the order given).
@@ -98,6 +112,9 @@ pub struct BeaconClient {
     http: Http,
     endpoints: Arc<Vec<Endpoint>>,
     active: Arc<AtomicUsize>,
+    /// `None`: a plain client (no per-pass checks; every node is believed).
+    vetting: Option<Arc<Vetting>>,
+    pass: Arc<Mutex<Pass>>,
 }
 
 #[derive(Deserialize)]
@@ -128,28 +145,6 @@ pub(crate) fn quoted_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Erro
     }
 }
 
-#[derive(Deserialize)]
-struct ValidatorsBody<'a> {
-    #[serde(borrow)]
-    data: Vec<ValidatorEntry<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ValidatorEntry<'a> {
-    #[serde(deserialize_with = "quoted_u64")]
-    index: u64,
-    #[serde(borrow)]
-    status: Cow<'a, str>,
-    #[serde(borrow)]
-    validator: ValidatorInner<'a>,
-}
-
-#[derive(Deserialize)]
-struct ValidatorInner<'a> {
-    #[serde(borrow)]
-    pubkey: Cow<'a, str>,
-}
-
 impl BeaconClient {
     /// `urls` in order of preference; at least one.
     pub fn new(http: Http, urls: Vec<Url>) -> Self {
@@ -167,12 +162,50 @@ impl BeaconClient {
                 urls.into_iter()
                     .map(|url| Endpoint {
                         url,
-                        post: AtomicU8::new(POST_UNKNOWN),
+                        post: AtomicU8::new(lookup::POST_UNKNOWN),
+                        clock: tokio::sync::OnceCell::new(),
                     })
                     .collect(),
             ),
             active: Arc::new(AtomicUsize::new(0)),
+            vetting: None,
+            pass: Arc::new(Mutex::new(Pass::default())),
         }
+    }
+
+    /// `GET` of `call`'s path (the part after the verb) as JSON `T`, the
+    /// body at most `limit` bytes.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        ep: &Endpoint,
+        call: &'static str,
+        limit: usize,
+    ) -> Result<T, BeaconError> {
+        let path = call
+            .split_once(' ')
+            .map_or(call, |(_, p)| p)
+            .trim_start_matches('/');
+        let url = join(&ep.url, path);
+        let failed = |failure| BeaconError::Failed {
+            url: display(&ep.url),
+            call,
+            failure,
+        };
+        let resp = self
+            .http
+            .send(Party::Beacon, call, |c| c.get(url.clone()))
+            .await
+            .map_err(failed)?;
+        let bytes = self.http.body(resp, limit).await.map_err(failed)?;
+        serde_json::from_slice(&bytes).map_err(|e| BeaconError::Malformed {
+            url: display(&ep.url),
+            call,
+            detail: format!(
+                "{e}: {}",
+                self.http
+                    .excerpt(&String::from_utf8_lossy(&bytes[..bytes.len().min(400)]))
+            ),
+        })
     }
 
     /// The URL currently in use (no secret: beacon URLs carry none).
@@ -200,7 +233,7 @@ impl BeaconClient {
     /// Runs `f` against the active endpoint, then each following one, until
     /// one succeeds. Configuration errors (wrong chain) move on too, but are
     /// reported in preference to "down" when every endpoint fails.
-    async fn failover<T, F, Fut>(&self, f: F) -> Result<T, BeaconError>
+    async fn failover_plain<T, F, Fut>(&self, f: F) -> Result<T, BeaconError>
     where
         F: Fn(usize) -> Fut,
         Fut: std::future::Future<Output = Result<T, BeaconError>>,
@@ -222,25 +255,18 @@ impl BeaconClient {
                     if n > 1 {
                         tracing::warn!(error = %e, "beacon node unusable, trying the next one");
                     }
-                    first_err = match first_err {
-                        Some(prev) if prev.is_config() || !e.is_config() => Some(prev),
-                        _ => Some(e),
-                    };
+                    first_err = Some(worse(first_err, e));
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| BeaconError::Malformed {
-            url: String::new(),
-            call: "none",
-            detail: "no beacon URL configured".into(),
-        }))
+        Err(first_err.unwrap_or_else(no_url))
     }
 
     /// The node's execution chain id from `deposit_contract`, which also
     /// proves the URL is a beacon node. With `expected` set, an endpoint on
     /// another chain is skipped (and reported if no endpoint fits).
     pub async fn chain_id(&self, expected: Option<(u64, &str)>) -> Result<u64, BeaconError> {
-        self.failover(|i| async move {
+        self.failover_plain(|i| async move {
             let ep = &self.endpoints[i];
             let got = self.deposit_chain_id(ep).await?;
             if let Some((want, configured)) = expected {
@@ -258,311 +284,28 @@ impl BeaconClient {
     }
 
     async fn deposit_chain_id(&self, ep: &Endpoint) -> Result<u64, BeaconError> {
-        const CALL: &str = "GET /eth/v1/config/deposit_contract";
-        let url = join(&ep.url, "eth/v1/config/deposit_contract");
-        let resp = self
-            .http
-            .send(Party::Beacon, CALL, |c| c.get(url.clone()))
-            .await
-            .map_err(|failure| BeaconError::Failed {
-                url: display(&ep.url),
-                call: CALL,
-                failure,
-            })?;
-        let bytes = self.read(ep, CALL, resp).await?;
-        let body: DepositContract =
-            serde_json::from_slice(&bytes).map_err(|e| BeaconError::Malformed {
-                url: display(&ep.url),
-                call: CALL,
-                detail: format!(
-                    "{e}: {}",
-                    self.http.excerpt(&String::from_utf8_lossy(&bytes))
-                ),
-            })?;
+        let body: DepositContract = self
+            .get_json(ep, "GET /eth/v1/config/deposit_contract", SMALL_BODY)
+            .await?;
         Ok(body.data.chain_id)
     }
+}
 
-    /// The whole body, in one buffer sized from `Content-Length` (growing
-    /// a buffer for a 2 MB answer by doubling costs copies and page faults).
-    async fn read(
-        &self,
-        ep: &Endpoint,
-        call: &'static str,
-        mut resp: reqwest::Response,
-    ) -> Result<Vec<u8>, BeaconError> {
-        let failed = |e: reqwest::Error| BeaconError::Failed {
-            url: display(&ep.url),
-            call,
-            failure: Failure::Transport {
-                detail: e.to_string(),
-                attempts: 1,
-            },
-        };
-        let size = resp.content_length().unwrap_or(0).min(256 << 20) as usize;
-        let mut buf = Vec::with_capacity(size);
-        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf)
-    }
-
-    /// Looks up `ids` at `head`. Unknown ids are left out (not an error).
-    /// `statuses` filters server-side where supported (callers must still
-    /// check: not every server applies it). `progress` gets the count of ids
-    /// done so far.
-    pub async fn validators(
-        &self,
-        ids: &[ValidatorId],
-        statuses: Option<&[&str]>,
-        progress: &(dyn Fn(usize) + Sync),
-    ) -> Result<Vec<BeaconValidator>, BeaconError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.failover(|i| self.validators_at(i, ids, statuses, progress))
-            .await
-    }
-
-    async fn validators_at(
-        &self,
-        i: usize,
-        ids: &[ValidatorId],
-        statuses: Option<&[&str]>,
-        progress: &(dyn Fn(usize) + Sync),
-    ) -> Result<Vec<BeaconValidator>, BeaconError> {
-        // One task per chunk: answers are decoded on every core at once.
-        let statuses: Option<Arc<Vec<String>>> =
-            statuses.map(|s| Arc::new(s.iter().map(|x| x.to_string()).collect()));
-        let parts: Vec<_> = ids
-            .chunks(POST_CHUNK)
-            .map(|c| {
-                let this = self.clone();
-                let ids = c.to_vec();
-                let statuses = statuses.clone();
-                let task = tokio::spawn(async move {
-                    let st: Option<Vec<&str>> = statuses
-                        .as_ref()
-                        .map(|v| v.iter().map(String::as_str).collect());
-                    let r = this.chunk(&this.endpoints[i], &ids, st.as_deref()).await;
-                    r.map(|v| (ids.len(), v))
-                });
-                let url = display(&self.endpoints[i].url);
-                async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(BeaconError::Malformed {
-                            url,
-                            call: "validators",
-                            detail: format!("lookup task failed: {e}"),
-                        })
-                    })
-                }
-            })
-            .collect();
-        let mut done = 0;
-        let mut out = Vec::with_capacity(ids.len());
-        bounded(
-            parts.into_iter(),
-            CONCURRENCY,
-            |(n, part): (usize, Vec<BeaconValidator>)| {
-                done += n;
-                progress(done);
-                out.extend(part);
-            },
-        )
-        .await?;
-        Ok(out)
-    }
-
-    async fn chunk(
-        &self,
-        ep: &Endpoint,
-        ids: &[ValidatorId],
-        statuses: Option<&[&str]>,
-    ) -> Result<Vec<BeaconValidator>, BeaconError> {
-        if ep.post.load(Ordering::Relaxed) != POST_NO {
-            match self.post(ep, ids, statuses).await {
-                Ok(v) => {
-                    ep.post.store(POST_YES, Ordering::Relaxed);
-                    return Ok(v);
-                }
-                Err(PostOutcome::Error(e)) => return Err(e),
-                Err(PostOutcome::NotFound) => {
-                    // 404 is ambiguous: "no such route" or "none of these ids
-                    // known". Ask about index 0, which every chain has.
-                    if ep.post.load(Ordering::Relaxed) == POST_YES
-                        || self.post(ep, &[ValidatorId::Index(0)], None).await.is_ok()
-                    {
-                        ep.post.store(POST_YES, Ordering::Relaxed);
-                        return Ok(Vec::new());
-                    }
-                    self.post_unsupported(ep);
-                }
-                Err(PostOutcome::Unsupported) => self.post_unsupported(ep),
-            }
-        }
-        let parts: Vec<_> = ids
-            .chunks(GET_CHUNK)
-            .map(|part| self.get(ep, part, statuses))
-            .collect();
-        let mut out = Vec::new();
-        bounded(parts.into_iter(), CONCURRENCY, |v| out.extend(v)).await?;
-        Ok(out)
-    }
-
-    fn post_unsupported(&self, ep: &Endpoint) {
-        if ep.post.swap(POST_NO, Ordering::Relaxed) != POST_NO {
-            tracing::warn!(url = %display(&ep.url), "beacon node does not support POST …/validators; falling back to GET with {GET_CHUNK} ids per request");
-        }
-    }
-
-    async fn post(
-        &self,
-        ep: &Endpoint,
-        ids: &[ValidatorId],
-        statuses: Option<&[&str]>,
-    ) -> Result<Vec<BeaconValidator>, PostOutcome> {
-        const CALL: &str = "POST /eth/v1/beacon/states/head/validators";
-        let url = join(&ep.url, "eth/v1/beacon/states/head/validators");
-        let mut body =
-            serde_json::json!({ "ids": ids.iter().map(ValidatorId::wire).collect::<Vec<_>>() });
-        if let Some(s) = statuses {
-            // Omitted rather than null when absent: one client rejects null.
-            body["statuses"] = serde_json::json!(s);
-        }
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let result = self
-            .http
-            .send(Party::Beacon, CALL, |c| {
-                c.post(url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(bytes.clone())
-            })
-            .await;
-        match result {
-            Ok(resp) => {
-                let b = self
-                    .read(ep, CALL, resp)
-                    .await
-                    .map_err(PostOutcome::Error)?;
-                self.parse_validators(ep, CALL, &b)
-                    .map_err(PostOutcome::Error)
-            }
-            Err(f) => match f.status() {
-                Some(404) => Err(PostOutcome::NotFound),
-                Some(405) | Some(501) => Err(PostOutcome::Unsupported),
-                _ => Err(PostOutcome::Error(BeaconError::Failed {
-                    url: display(&ep.url),
-                    call: CALL,
-                    failure: f,
-                })),
-            },
-        }
-    }
-
-    async fn get(
-        &self,
-        ep: &Endpoint,
-        ids: &[ValidatorId],
-        statuses: Option<&[&str]>,
-    ) -> Result<Vec<BeaconValidator>, BeaconError> {
-        const CALL: &str = "GET /eth/v1/beacon/states/head/validators";
-        let mut url = join(&ep.url, "eth/v1/beacon/states/head/validators");
-        {
-            // Repeated `id=` (a comma-joined list is not understood everywhere).
-            let mut q = url.query_pairs_mut();
-            for id in ids {
-                q.append_pair("id", &id.wire());
-            }
-            for s in statuses.unwrap_or_default() {
-                q.append_pair("status", s);
-            }
-        }
-        match self
-            .http
-            .send(Party::Beacon, CALL, |c| c.get(url.clone()))
-            .await
-        {
-            Ok(resp) => {
-                let b = self.read(ep, CALL, resp).await?;
-                self.parse_validators(ep, CALL, &b)
-            }
-            // Some servers answer 404 when none of the ids is known.
-            Err(f) if f.status() == Some(404) => Ok(Vec::new()),
-            Err(failure) => Err(BeaconError::Failed {
-                url: display(&ep.url),
-                call: CALL,
-                failure,
-            }),
-        }
-    }
-
-    fn parse_validators(
-        &self,
-        ep: &Endpoint,
-        call: &'static str,
-        bytes: &[u8],
-    ) -> Result<Vec<BeaconValidator>, BeaconError> {
-        let malformed = |detail: String| BeaconError::Malformed {
-            url: display(&ep.url),
-            call,
-            detail,
-        };
-        let body: ValidatorsBody<'_> = serde_json::from_slice(bytes).map_err(|e| {
-            malformed(format!(
-                "{e}: {}",
-                self.http
-                    .excerpt(&String::from_utf8_lossy(&bytes[..bytes.len().min(400)]))
-            ))
-        })?;
-        body.data
-            .into_iter()
-            .map(|e| {
-                let pubkey = e
-                    .validator
-                    .pubkey
-                    .parse::<Pubkey>()
-                    .map_err(|err| malformed(format!("validator {}: {err}", e.index)))?;
-                Ok(BeaconValidator {
-                    index: e.index,
-                    pubkey,
-                    status: Status::parse(&e.status),
-                })
-            })
-            .collect()
+/// The error to report of two: a configuration error (wrong chain) wins
+/// over "down", else the first stands.
+fn worse(prev: Option<BeaconError>, e: BeaconError) -> BeaconError {
+    match prev {
+        Some(prev) if prev.is_config() || !e.is_config() => prev,
+        _ => e,
     }
 }
 
-/// Runs `futures` with at most `limit` in flight, handing each result to
-/// `each` as it completes; stops at the first error.
-async fn bounded<T, E, F>(
-    futures: impl Iterator<Item = F>,
-    limit: usize,
-    mut each: impl FnMut(T),
-) -> Result<(), E>
-where
-    F: std::future::Future<Output = Result<T, E>>,
-{
-    let mut futures = futures.peekable();
-    let mut inflight = FuturesUnordered::new();
-    loop {
-        while inflight.len() < limit {
-            match futures.next() {
-                Some(f) => inflight.push(f),
-                None => break,
-            }
-        }
-        match inflight.next().await {
-            Some(r) => each(r?),
-            None if futures.peek().is_none() => return Ok(()),
-            None => {}
-        }
+fn no_url() -> BeaconError {
+    BeaconError::Malformed {
+        url: String::new(),
+        call: "none",
+        detail: "no beacon URL configured".into(),
     }
-}
-
-enum PostOutcome {
-    NotFound,
-    Unsupported,
-    Error(BeaconError),
 }
 
 /// `base` + `path`, keeping any path prefix of `base` (a node behind a proxy).
@@ -586,31 +329,6 @@ pub(crate) fn display(u: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_real_lodestar_validators_response() {
-        let bytes = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/lodestar-1.5.1/validators-response.json"
-        ))
-        .unwrap();
-        let http = Http::new(
-            std::time::Duration::from_secs(1),
-            RetryPolicy::default(),
-            None,
-            vec![],
-        )
-        .unwrap();
-        let c = BeaconClient::new(http, vec![Url::parse("http://127.0.0.1:1").unwrap()]);
-        let v = c.parse_validators(&c.endpoints[0], "test", &bytes).unwrap();
-        assert_eq!(v.len(), 1);
-        assert_eq!(v[0].index, 0);
-        assert_eq!(v[0].status, Status::ActiveOngoing);
-        assert_eq!(
-            v[0].pubkey.to_string(),
-            "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c"
-        );
-    }
 
     #[test]
     fn join_keeps_a_path_prefix() {

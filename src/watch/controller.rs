@@ -2,11 +2,13 @@
 //! failure.
 //!
 //! Owns *when* a pass runs (trailing-edge debounce capped by a maximum
-//! wait; triggers during a pass schedule exactly one follow-up), *how much*
-//! of the pipeline it re-reads (from [`Pending`]), the daemon's guardrail
-//! policy (hold deletes, let adds through), the apply journal, and the
-//! error policy (one place: log, count, retry with backoff, never exit).
-//! The pipeline itself is the shared [`Reconciler`].
+//! wait; triggers during a pass schedule exactly one follow-up; a recheck
+//! while removals wait for a synced beacon node), *how much* of the
+//! pipeline it re-reads (from [`Pending`]), the daemon's hold policy
+//! (deletes held — by the guardrail, an unread input or an unsynced beacon
+//! node — while adds go through), the apply journal, and the error policy
+//! (one place: log, count, retry with backoff, never exit). The pipeline
+//! itself is the shared [`Reconciler`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -56,6 +58,10 @@ pub struct Controller {
     pub last_counts: (usize, usize),
     /// When statuses were last refreshed.
     pub last_epoch_refresh: Option<Instant>,
+    /// The last pass held removals for want of a synced beacon node.
+    pub held_for_witness: bool,
+    /// How many it held and why (logged loudly only when this changes).
+    pub last_hold: Option<(usize, &'static str)>,
 }
 
 impl Controller {
@@ -71,14 +77,31 @@ impl Controller {
         // each class. A file change settles on file events only; chain events
         // arriving meanwhile ride along without pushing its pass back.
         let mut clock = Clock::default();
+        // Removals wait for a synced beacon node: look again this soon.
+        let recheck_every = self
+            .settings
+            .watch
+            .slot
+            .clamp(Duration::from_secs(1), Duration::from_secs(12));
+        let mut recheck_at: Option<tokio::time::Instant> = None;
         loop {
             if pending.is_empty() {
                 // Idle: wait for the first trigger.
+                let recheck = async {
+                    match recheck_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     t = rx.recv() => match t {
                         Some(t) => clock.add(&mut pending, t),
                         None => break,
                     },
+                    _ = recheck => {
+                        recheck_at = None;
+                        clock.add(&mut pending, Stamped { trigger: Trigger::Recheck, at: tokio::time::Instant::now() });
+                    }
                     _ = self.shutdown.changed() => {}
                 }
             } else if let Some(at) = retry_at.take() {
@@ -146,7 +169,12 @@ impl Controller {
                 follow_up = true;
             }
             match self.pass(&work).await {
-                Ok(()) => self.failures = 0,
+                Ok(()) => {
+                    self.failures = 0;
+                    recheck_at = self
+                        .held_for_witness
+                        .then(|| tokio::time::Instant::now() + recheck_every);
+                }
                 Err(e) => {
                     // The error policy, in one place: log, count, requeue
                     // everything this pass was for, back off, never exit.
@@ -207,7 +235,10 @@ impl Controller {
         }
 
         let t_inputs = started.elapsed();
-        // 2. Beacon: check the chain when asked (start, reconnect, resync, retry).
+        // 2. Beacon: every node is vetted again (chain, sync state) before
+        // this pass uses its answers; at once, from the preferred node on,
+        // when asked (start, reconnect, resync, retry, recheck).
+        self.rec.begin_pass();
         if p.check_beacon {
             if let Some(b) = &self.rec.beacon {
                 b.prefer_primary();
@@ -274,8 +305,17 @@ impl Controller {
         let t_resolve = started.elapsed();
         // 3. Registry: the snapshot, re-listed when asked.
         let relisted = p.relist || self.snapshot.is_none();
+        // The listing before this one: a row in the new one that neither it
+        // nor keysync's writes had is registry drift.
+        let mut previous = None;
         if relisted {
-            self.snapshot = Some(self.rec.list().await?);
+            let expected = self
+                .live
+                .desired()
+                .len()
+                .max(self.snapshot.as_ref().map_or(0, RegistrySnapshot::len));
+            let fresh = self.rec.list(expected).await?;
+            previous = self.snapshot.replace(fresh);
         }
         let mut snapshot = self.snapshot.take().unwrap_or_default();
 
@@ -309,7 +349,7 @@ impl Controller {
         // When the registry equalled the desired set after the last pass,
         // only the keys touched since can differ: plan those alone.
         let desired = self.live.desired();
-        let planned = if rebuilt || relisted || !self.converged {
+        let mut planned = if rebuilt || relisted || !self.converged {
             crate::plan::plan(desired, &snapshot)
         } else {
             let delta = crate::plan::plan_for(desired, &snapshot, self.live.touched());
@@ -320,6 +360,60 @@ impl Controller {
             delta
         };
         self.converged = false;
+        // The witness: no unassign on the word of a beacon node that is not
+        // synced or does not know the index; rows listed and in scope stay.
+        let mut learned = Vec::new();
+        let drift = |k: &Key| previous.as_ref().is_some_and(|p| !p.is_active(k));
+        let confirmed = self
+            .rec
+            .confirm_removals(
+                &mut planned,
+                &mut self.cache,
+                &self.live,
+                self.live.needs_beacon(),
+                &drift,
+                |l| learned.push(l),
+            )
+            .await;
+        let confirmed = match confirmed {
+            Ok(c) => c,
+            Err(e) => {
+                self.snapshot = Some(snapshot);
+                return Err(e);
+            }
+        };
+        drop(previous);
+        if !learned.is_empty() {
+            self.live.learned(&learned, &self.cache);
+            let inputs = &self.inputs;
+            self.live.settle(&self.cache, |key| inputs.last_record(key));
+        }
+        let witness_held = confirmed.held.len();
+        self.held_for_witness = confirmed.not_synced.is_some();
+        let hold = confirmed
+            .not_synced
+            .as_ref()
+            .map(|ns| (witness_held, ns.why.label()));
+        if let Some(ns) = &confirmed.not_synced {
+            // Loud when it starts or changes; every pass repeats it quietly.
+            if hold != self.last_hold {
+                tracing::error!(
+                    held = witness_held,
+                    reason = ns.why.label(),
+                    error = %ns,
+                    "removals held: no synced beacon node confirmed them; adds go through; they are released at the first pass after the node is synced"
+                );
+            } else {
+                tracing::debug!(held = witness_held, error = %ns, "removals still held");
+            }
+        } else if let Some((n, _)) = self.last_hold {
+            tracing::info!(
+                held = n,
+                "the beacon node is synced again: held removals are released"
+            );
+        }
+        self.last_hold = hold;
+        self.report_witness(confirmed.not_synced.as_ref());
         self.metrics.set(
             "keysync_planned_changes",
             &[("kind", "assign")],
@@ -341,6 +435,7 @@ impl Controller {
                 mode = if apply { "apply" } else { "shadow" },
                 "plan"
             );
+            crate::witness::log_reasons(&planned, &confirmed.reasons);
             if apply {
                 let entry = JournalEntry {
                     started_unix: unix_now(),
@@ -362,7 +457,13 @@ impl Controller {
         };
         let result = self
             .rec
-            .execute(planned, &mut snapshot, mode, &mut observer)
+            .execute(
+                planned,
+                &confirmed.reasons,
+                &mut snapshot,
+                mode,
+                &mut observer,
+            )
             .await;
         let held = match &result {
             Ok(o) => o.held.len(),
@@ -371,8 +472,12 @@ impl Controller {
         self.snapshot = Some(snapshot);
         let outcome = result?;
         self.live.clear_touched();
-        self.converged =
-            apply && outcome.held.is_empty() && outcome.applied.is_some_and(|a| !a.stopped);
+        // Learned by the witness after planning: plan in full next time.
+        self.converged = apply
+            && outcome.held.is_empty()
+            && witness_held == 0
+            && learned.is_empty()
+            && outcome.applied.is_some_and(|a| !a.stopped);
         if let Err(e) = self.store.journal_clear() {
             tracing::warn!(error = %e, "could not clear the apply journal");
         }
@@ -397,7 +502,20 @@ impl Controller {
             &[],
             snap.map_or(0, |s| s.active_count()) as f64,
         );
-        self.metrics.set("keysync_held_deletes", &[], held as f64);
+        let input_not_read = !self.inputs.complete();
+        for (reason, n) in [
+            ("max_deletes", if input_not_read { 0 } else { held }),
+            ("input_not_read", if input_not_read { held } else { 0 }),
+            ("beacon_not_synced", witness_held),
+        ] {
+            self.metrics.set(
+                "keysync_held_deletes_by_reason",
+                &[("reason", reason)],
+                n as f64,
+            );
+        }
+        self.metrics
+            .set("keysync_held_deletes", &[], (held + witness_held) as f64);
         self.metrics
             .inc("keysync_reconciles_total", &[("result", "ok")]);
         self.metrics.observe(
@@ -487,6 +605,34 @@ impl Observer for Journaling<'_> {
             j.unassigned += 1;
             let _ = self.store.journal_update(j);
         }
+    }
+}
+
+impl Controller {
+    /// Publishes what the pass learned of the beacon node's sync state:
+    /// `/ready`'s `beacon_synced` check and the sync metrics. `held`: the
+    /// witness's reason for holding removals, which wins over the node's
+    /// own report. A pass that used no beacon node changes nothing.
+    fn report_witness(&self, held: Option<&crate::beacon::NotSynced>) {
+        use crate::beacon::Witness;
+        let witness = match held {
+            Some(ns) => Some(Witness::NotSynced(ns.clone())),
+            None => self.rec.beacon.as_ref().and_then(|b| b.last_witness()),
+        };
+        let Some(witness) = witness else {
+            return;
+        };
+        let (synced, lag, why) = match &witness {
+            Witness::Synced { head_lag, .. } => (true, Some(*head_lag), None),
+            Witness::NotSynced(ns) => (false, ns.why.lag(), Some(ns.to_string())),
+        };
+        self.metrics
+            .set("keysync_beacon_synced", &[], f64::from(u8::from(synced)));
+        if let Some(lag) = lag {
+            self.metrics
+                .set("keysync_beacon_head_lag_slots", &[], lag as f64);
+        }
+        self.health.set_beacon_unsynced(why);
     }
 }
 

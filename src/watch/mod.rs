@@ -154,6 +154,8 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             failures: 0,
             last_counts: (0, 0),
             last_epoch_refresh: None,
+            held_for_witness: false,
+            last_hold: None,
         };
         let code = controller.run(rx).await;
         notify_systemd("STOPPING=1");

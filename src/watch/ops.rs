@@ -1,8 +1,9 @@
 //! The daemon's small HTTP listener: `/health`, `/ready`, `/metrics`.
 //!
 //! Owns the readiness rule (store open, event stream connected, last
-//! reconcile succeeded recently) and the shared [`Health`] flags the other
-//! components set. Exposes no secret and accepts no writes.
+//! reconcile succeeded recently, no removal held for want of a synced
+//! beacon node) and the shared [`Health`] flags the other components set;
+//! `/ready` says why it is not. Exposes no secret and accepts no writes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ pub struct Health {
     last_event: Mutex<Option<Instant>>,
     last_success: Mutex<Option<Instant>>,
     last_pass_ok: AtomicBool,
+    /// Why the last pass held removals for want of a synced beacon node.
+    beacon_unsynced: Mutex<Option<String>>,
     /// How recent the last success must be for `/ready`.
     pub fresh_for: Duration,
 }
@@ -41,6 +44,7 @@ impl Health {
             last_event: Mutex::new(None),
             last_success: Mutex::new(None),
             last_pass_ok: AtomicBool::new(false),
+            beacon_unsynced: Mutex::new(None),
             fresh_for,
         }
     }
@@ -62,12 +66,22 @@ impl Health {
             *lock(&self.last_success) = Some(Instant::now());
         }
     }
+    /// Records whether the last pass held removals because no synced beacon
+    /// node confirmed them, and why.
+    pub fn set_beacon_unsynced(&self, why: Option<String>) {
+        *lock(&self.beacon_unsynced) = why;
+    }
+
+    pub fn beacon_unsynced(&self) -> Option<String> {
+        lock(&self.beacon_unsynced).clone()
+    }
+
     pub fn last_event_age(&self) -> Option<Duration> {
         lock(&self.last_event).map(|t| t.elapsed())
     }
 
     /// The readiness checks, each true when fine.
-    pub fn checks(&self) -> [(&'static str, bool); 3] {
+    pub fn checks(&self) -> [(&'static str, bool); 4] {
         let recent = lock(&self.last_success).is_some_and(|t| t.elapsed() <= self.fresh_for);
         [
             ("store_open", self.store_open.load(Ordering::Relaxed)),
@@ -76,6 +90,7 @@ impl Health {
                 "last_reconcile_ok",
                 recent && self.last_pass_ok.load(Ordering::Relaxed),
             ),
+            ("beacon_synced", lock(&self.beacon_unsynced).is_none()),
         ]
     }
 }
@@ -93,10 +108,13 @@ async fn health() -> &'static str {
 async fn ready(State(s): State<Ops>) -> impl IntoResponse {
     let checks = s.health.checks();
     let ok = checks.iter().all(|(_, v)| *v);
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": ok,
         "checks": checks.iter().map(|(k, v)| (k.to_string(), serde_json::Value::Bool(*v))).collect::<serde_json::Map<_, _>>(),
     });
+    if let Some(why) = s.health.beacon_unsynced() {
+        body["why"] = serde_json::json!({ "beacon_synced": why });
+    }
     let code = if ok {
         StatusCode::OK
     } else {

@@ -2,22 +2,27 @@
 //!
 //! Owns the subscription to `head`, `finalized_checkpoint`, `voluntary_exit`
 //! and `chain_reorg`: connect (the first URL on the configured chain that
-//! answers), read with a deadline of two slots (a silent stream is dead even
-//! if its socket is open), reconnect forever with capped, jittered backoff,
-//! and come back to the preferred URL after a failover. Every (re)connect
-//! sends [`Trigger::Reconnected`]: events missed while away are gone, so the
-//! pass after it refreshes everything. Turns events into triggers only.
+//! answers), read with a deadline of two slots (a stream without a complete
+//! event or keep-alive comment for that long is dead, even if its socket is
+//! open and bytes trickle in), reconnect forever with capped, jittered
+//! backoff, and come back to the preferred URL after a failover. Every
+//! (re)connect sends [`Trigger::Reconnected`]: events missed while away are
+//! gone, so the pass after it refreshes everything. Turns events into
+//! triggers only; the framing, its size cap and the typed events are
+//! [`crate::beacon::events`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use url::Url;
 
 use super::ops::Health;
 use super::trigger::{Trigger, Triggers};
-use crate::beacon::events::{parse_event, Event, Frame, SseParser, TOPICS};
+use crate::beacon::events::transport::Reqwest;
+use crate::beacon::events::{
+    events_url, BadEvent, Event, Item, StreamError, Subscription, MAX_LINE_BYTES,
+};
 use crate::beacon::{self, BeaconClient};
 use crate::http::Http;
 use crate::metrics::Metrics;
@@ -40,14 +45,10 @@ pub async fn follow(
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
+    let transport = match Reqwest::new() {
+        Ok(t) => t,
         Err(e) => {
-            tracing::error!(error = %e, "cannot build the event stream client");
+            tracing::error!(error = %e, "cannot start following the event stream");
             return;
         }
     };
@@ -63,7 +64,7 @@ pub async fn follow(
         let mut connected_any = false;
         for (i, url) in cfg.urls.iter().enumerate() {
             let outcome = tokio::select! {
-                o = session(&cfg, &client, url, i, silence, come_back, &triggers, &metrics, &health) => o,
+                o = session(&cfg, &transport, url, i, silence, come_back, &triggers, &metrics, &health) => o,
                 _ = shutdown.changed() => return,
             };
             health.set_stream(false);
@@ -71,9 +72,17 @@ pub async fn follow(
             match outcome {
                 Session::Ended { lasted, why } => {
                     connected_any = true;
-                    tracing::warn!(url = %beacon::display(url), why, lasted_s = lasted.as_secs(), "event stream ended; reconnecting");
+                    metrics.inc(
+                        "keysync_event_stream_ended_total",
+                        &[("reason", why.reason())],
+                    );
+                    tracing::warn!(url = %beacon::display(url), why = %why, lasted_s = lasted.as_secs(), "event stream ended; reconnecting");
+                    // A session cut short (an oversized line, a node that
+                    // closes at once) backs off like a failed connect.
                     if lasted > silence {
                         failures = 0;
+                    } else {
+                        failures = failures.saturating_add(1);
                     }
                     break;
                 }
@@ -109,17 +118,35 @@ fn backoff(failures: u32) -> Duration {
 
 enum Session {
     /// Subscribed, then the stream closed, failed or fell silent.
-    Ended { lasted: Duration, why: &'static str },
+    Ended { lasted: Duration, why: Ended },
     /// Subscribed to a fallback long enough: try the preferred one.
     ComeBack,
     /// Could not subscribe.
     Failed(String),
 }
 
+/// Why a subscribed session ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("no complete event or keep-alive for two slots")]
+    Silent,
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+impl Ended {
+    fn reason(&self) -> &'static str {
+        match self {
+            Ended::Silent => "silent",
+            Ended::Stream(e) => e.reason(),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn session(
     cfg: &StreamConfig,
-    client: &reqwest::Client,
+    transport: &Reqwest,
     url: &Url,
     position: usize,
     silence: Duration,
@@ -134,80 +161,73 @@ async fn session(
     if let Err(e) = probe.chain_id(expected).await {
         return Session::Failed(e.to_string());
     }
-    let mut events_url = beacon::join(url, "eth/v1/events");
-    {
-        let mut q = events_url.query_pairs_mut();
-        for t in TOPICS {
-            q.append_pair("topics", t);
-        }
-    }
-    let resp = match tokio::time::timeout(
-        silence.max(Duration::from_secs(5)),
-        client
-            .get(events_url)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send(),
-    )
-    .await
-    {
-        Ok(Ok(r)) if r.status().is_success() => r,
-        Ok(Ok(r)) => return Session::Failed(format!("HTTP {}", r.status().as_u16())),
+    let mut sub = match Subscription::new(&events_url(url), transport.clone(), MAX_LINE_BYTES) {
+        Ok(s) => s,
+        Err(e) => return Session::Failed(e.to_string()),
+    };
+    match tokio::time::timeout(silence.max(Duration::from_secs(5)), sub.connected()).await {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => return Session::Failed(e.to_string()),
         Err(_) => return Session::Failed("no answer".into()),
-    };
+    }
     let started = Instant::now();
     tracing::info!(url = %beacon::display(url), "event stream connected");
     health.set_stream(true);
-    health.touch_event();
     metrics.set("keysync_event_stream_connected", &[], 1.0);
     metrics.inc("keysync_event_stream_reconnects_total", &[]);
     triggers.send(Trigger::Reconnected);
 
-    let mut body = resp.bytes_stream();
-    let mut parser = SseParser::new();
     loop {
-        if position > 0 && started.elapsed() > come_back {
-            return Session::ComeBack;
+        // Only a complete event or a keep-alive comment restarts the
+        // deadline: bytes that never complete one do not.
+        let mut deadline = silence;
+        if position > 0 {
+            match come_back.checked_sub(started.elapsed()) {
+                Some(left) if !left.is_zero() => deadline = deadline.min(left),
+                _ => return Session::ComeBack,
+            }
         }
-        let chunk = match tokio::time::timeout(silence, body.next()).await {
+        let item = match tokio::time::timeout(deadline, sub.next()).await {
+            Ok(Ok(item)) => item,
+            Ok(Err(e)) => {
+                return Session::Ended {
+                    lasted: started.elapsed(),
+                    why: e.into(),
+                }
+            }
+            Err(_) if position > 0 && started.elapsed() >= come_back => return Session::ComeBack,
             Err(_) => {
                 return Session::Ended {
                     lasted: started.elapsed(),
-                    why: "silent for two slots",
+                    why: Ended::Silent,
                 }
             }
-            Ok(None) => {
-                return Session::Ended {
-                    lasted: started.elapsed(),
-                    why: "closed by the server",
-                }
-            }
-            Ok(Some(Err(_))) => {
-                return Session::Ended {
-                    lasted: started.elapsed(),
-                    why: "connection failed",
-                }
-            }
-            Ok(Some(Ok(c))) => c,
         };
         health.touch_event();
-        for frame in parser.feed(&chunk) {
-            let Frame::Message { event, data } = frame else {
-                continue;
-            };
-            match parse_event(&event, &data) {
-                Ok(ev) => {
-                    metrics.inc("keysync_events_total", &[("topic", topic(&ev))]);
-                    if let Some(t) = trigger_for(ev) {
-                        triggers.send(t);
-                    }
+        match item {
+            Item::KeepAlive => {}
+            Item::Event(ev) => {
+                metrics.inc("keysync_events_total", &[("topic", topic(&ev))]);
+                if let Some(t) = trigger_for(ev) {
+                    triggers.send(t);
                 }
-                Err(e) => {
-                    tracing::warn!(event = %event, error = %e, "unparseable beacon event ignored")
-                }
+            }
+            Item::Invalid(BadEvent { topic, error }) => {
+                metrics.inc("keysync_events_invalid_total", &[("topic", known(&topic))]);
+                tracing::warn!(url = %beacon::display(url), event = %topic, error = %error, "unparseable beacon event skipped");
             }
         }
     }
+}
+
+/// `name` if it is one of the topics keysync parses, else `"other"` (a
+/// bounded label set).
+fn known(name: &str) -> &'static str {
+    crate::beacon::events::TOPICS
+        .into_iter()
+        .chain(["head_v2"])
+        .find(|t| *t == name)
+        .unwrap_or("other")
 }
 
 fn topic(e: &Event) -> &'static str {

@@ -34,6 +34,8 @@ pub enum Trigger {
     Resync,
     /// A failed pass, retried.
     Retry,
+    /// Removals were held for want of a synced beacon node: look again.
+    Recheck,
 }
 
 impl Trigger {
@@ -48,6 +50,7 @@ impl Trigger {
             Trigger::Reconnected => "reconnected",
             Trigger::Resync => "resync",
             Trigger::Retry => "retry",
+            Trigger::Recheck => "recheck",
         }
     }
 }
@@ -138,6 +141,8 @@ impl Pending {
                 self.check_beacon = true;
             }
             Trigger::Retry => {}
+            // Back to the preferred node, in case it is the one synced again.
+            Trigger::Recheck => self.check_beacon = true,
         }
     }
 

@@ -12,6 +12,9 @@ use keysync_sim::{Sim, SimConfig};
 
 pub const SLOT_MS: u64 = 100;
 pub const SLOTS_PER_EPOCH: u64 = 4;
+/// Three seconds of 100 ms slots: a loaded test machine's timers never make
+/// a healthy simulator look behind.
+pub const SYNC_TOLERANCE_SLOTS: u64 = 30;
 
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -44,6 +47,7 @@ pub fn watch_common(sim: &Sim, beacon_url: Option<String>) -> Common {
         beacon_url: Some(beacon_url.unwrap_or_else(|| sim.beacon_url())),
         http_backoff_ms: Some(5),
         http_attempts: Some(3),
+        sync_tolerance_slots: Some(SYNC_TOLERANCE_SLOTS),
         ..Default::default()
     }
 }
@@ -98,6 +102,54 @@ pub fn active(sim: &Sim) -> Vec<u64> {
         .into_iter()
         .map(|(i, _)| i)
         .collect()
+}
+
+/// What a `keysync` process did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `keysync` binary against `sim` (console, auth and beacon), with
+/// a clean environment plus `env`.
+pub async fn keysync(sim: &Sim, args: &[&str], env: &[(&str, &str)]) -> Run {
+    keysync_with_beacon(sim, &sim.beacon_url(), args, env).await
+}
+
+/// [`keysync`] with another `KEYSYNC_BEACON_URL`.
+pub async fn keysync_with_beacon(
+    sim: &Sim,
+    beacon_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KEYSYNC_API_URL", sim.url())
+        .env("KEYSYNC_AUTH_URL", sim.url())
+        .env("KEYSYNC_API_KEY", sim.api_key())
+        .env("KEYSYNC_BEACON_URL", beacon_url)
+        .env("KEYSYNC_HTTP_BACKOFF_MS", "2")
+        .env(
+            "KEYSYNC_SYNC_TOLERANCE_SLOTS",
+            SYNC_TOLERANCE_SLOTS.to_string(),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("keysync runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
 }
 
 pub fn tmp() -> (tempfile::TempDir, PathBuf) {
