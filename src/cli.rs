@@ -146,6 +146,11 @@ pub struct Common {
     /// still count as synced; removals wait for a synced node [default: 8]
     #[arg(long, env = "KEYSYNC_SYNC_TOLERANCE_SLOTS", value_name = "SLOTS")]
     pub sync_tolerance_slots: Option<u64>,
+
+    /// Emptying is meant: accept an input with no entries, and a pass that
+    /// unassigns every validator of the operator.
+    #[arg(long, env = "KEYSYNC_ALLOW_EMPTY", action = ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -98,6 +98,8 @@ pub struct Live {
     unresolved_indices: BTreeSet<ValidatorIndex>,
     /// Listed validators the cache knows out of scope.
     excluded: BTreeSet<ValidatorIndex>,
+    /// Record keys per chain (the chains whose rows keysync may unassign).
+    record_chains: FxHashMap<ChainId, u32>,
 }
 
 fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, k: K, add: bool) -> u32 {
@@ -132,6 +134,7 @@ impl Live {
             unresolved_pubkeys: BTreeSet::new(),
             unresolved_indices: BTreeSet::new(),
             excluded: BTreeSet::new(),
+            record_chains: FxHashMap::default(),
         }
     }
 
@@ -186,6 +189,7 @@ impl Live {
 
     fn record(&mut self, r: &Record, add: bool) {
         let key = (r.validator_index, r.chain_id.clone());
+        let was = self.records.contains_key(&key);
         let list = self.records.entry(key.clone()).or_default();
         match list.iter_mut().position(|(pk, _)| *pk == r.validator_key) {
             Some(at) if add => list[at].1 += 1,
@@ -199,7 +203,25 @@ impl Live {
         if list.is_empty() {
             self.records.remove(&key);
         }
+        match (was, self.records.contains_key(&key)) {
+            (false, true) => *self.record_chains.entry(key.1.clone()).or_default() += 1,
+            (true, false) => {
+                bump(&mut self.record_chains, key.1.clone(), false);
+            }
+            _ => {}
+        }
         self.touched.insert(key);
+    }
+
+    /// The chains the records name.
+    pub fn record_chains(&self) -> impl Iterator<Item = &ChainId> {
+        self.record_chains.keys()
+    }
+
+    /// The chains whose registry rows may be unassigned: the configured one
+    /// and every chain a record names.
+    pub fn scope(&self) -> crate::plan::Scope {
+        crate::plan::Scope::new(self.chain_id.clone(), self.record_chains.keys().cloned())
     }
 
     /// Takes in what a beacon answer changed in the cache.

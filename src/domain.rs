@@ -134,11 +134,35 @@ impl ChainId {
     /// The numeric chain id, from `0x`-hex or decimal, for comparing with the
     /// beacon node's `deposit_contract.chain_id`. `None` when it is neither.
     pub fn numeric(&self) -> Option<u64> {
-        let s = self.0.trim().to_ascii_lowercase();
-        match s.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16).ok(),
-            None => s.parse().ok(),
+        parse_chain_number(self.0.trim())
+    }
+
+    /// The registry's spelling of chain `n`: `0x` and lowercase hex without
+    /// leading zeros (`0x1`, `0x4268`).
+    pub fn canonical(n: u64) -> ChainId {
+        ChainId::new(&format!("{n:#x}"))
+    }
+
+    /// Whether this is the registry's spelling of its number.
+    pub fn is_canonical(&self) -> bool {
+        parse_chain_number(&self.0).is_some_and(|n| *self == ChainId::canonical(n))
+    }
+
+    /// Whether `self` and `other` are two spellings of one chain number.
+    pub fn same_chain_spelled_otherwise(&self, other: &ChainId) -> bool {
+        self != other && self.numeric().is_some() && self.numeric() == other.numeric()
+    }
+}
+
+/// A chain number written as `0x`-hex (either case) or plain decimal, with
+/// nothing around it.
+fn parse_chain_number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u64::from_str_radix(hex, 16).ok()
         }
+        Some(_) => None,
+        None => decimal(s),
     }
 }
 
@@ -397,6 +421,20 @@ mod tests {
         assert_eq!(ChainId::new("0x4268").numeric(), Some(17000));
         assert_eq!(ChainId::new("5").numeric(), Some(5));
         assert_eq!(ChainId::new("mainnet").numeric(), None);
+        assert_eq!(ChainId::new("0x").numeric(), None);
+        assert_eq!(ChainId::new("0x+1").numeric(), None);
+        assert_eq!(ChainId::canonical(1).as_str(), "0x1");
+        assert_eq!(ChainId::canonical(560_048).as_str(), "0x88bb0");
+        for other in ["1", "0x01", "0X1", " 0x1"] {
+            assert!(!ChainId::new(other).is_canonical(), "{other}");
+            assert!(
+                ChainId::new(other).same_chain_spelled_otherwise(&ChainId::new("0x1")),
+                "{other}"
+            );
+        }
+        assert!(ChainId::new("0x4268").is_canonical());
+        assert!(!ChainId::new("0x1").same_chain_spelled_otherwise(&ChainId::new("0x1")));
+        assert!(!ChainId::new("mainnet").same_chain_spelled_otherwise(&ChainId::new("0x1")));
     }
 
     #[test]

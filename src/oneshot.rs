@@ -12,10 +12,11 @@ use crate::apply::{NoObserver, Writer};
 use crate::beacon::BeaconError;
 use crate::cache::ChainCache;
 use crate::cli::{Command, SyncArgs};
+use crate::domain::ChainId;
 use crate::error::{Error, EXIT_OK};
 use crate::output;
-use crate::plan::plan;
-use crate::reconcile::{Mode, Reconciler, Refresh};
+use crate::plan::{plan, Scope};
+use crate::reconcile::{check_chains, report_outside, Mode, Reconciler, Refresh};
 use crate::settings::Settings;
 use crate::sources;
 use crate::witness;
@@ -88,7 +89,12 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     } else {
         Mode::Plan
     };
-    let mut planned = plan(&resolved.desired, &snapshot);
+    let record_chains: std::collections::BTreeSet<ChainId> =
+        content.records.iter().map(|r| r.chain_id.clone()).collect();
+    check_chains(&rec.chain_id, &record_chains, &snapshot.chains())?;
+    let scope = Scope::new(rec.chain_id.clone(), record_chains);
+    report_outside(&snapshot, &scope);
+    let mut planned = plan(&resolved.desired, &snapshot, &scope);
     // Rows the witness keeps are dropped from the plan; the set is done with.
     drop(resolved);
     let confirmed = rec

@@ -3,11 +3,32 @@
 //! Owns the rule for what must change. No I/O, no clocks, no logging; every
 //! command (one-shot and daemon) plans through [`plan`]. Tested exhaustively,
 //! with property tests for its invariants: idempotent, independent of input
-//! order, never unassigns a desired validator, inactive rows handled.
+//! order, never unassigns a desired validator nor a row outside its
+//! [`Scope`], inactive rows handled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::{Assignment, DesiredSet, DesiredValidator, Key, Pubkey};
+use crate::domain::{Assignment, ChainId, DesiredSet, DesiredValidator, Key, Pubkey};
+
+/// The chains whose registry rows keysync may unassign: the configured one
+/// and every chain a records file names. A row of any other chain is
+/// someone else's: never unassigned, only reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    chains: BTreeSet<ChainId>,
+}
+
+impl Scope {
+    pub fn new(configured: ChainId, records: impl IntoIterator<Item = ChainId>) -> Scope {
+        let mut chains: BTreeSet<ChainId> = records.into_iter().collect();
+        chains.insert(configured);
+        Scope { chains }
+    }
+
+    pub fn contains(&self, chain: &ChainId) -> bool {
+        self.chains.contains(chain)
+    }
+}
 
 /// The registry as last listed (plus keysync's own writes since, in the
 /// daemon): key → `active`.
@@ -62,6 +83,32 @@ impl RegistrySnapshot {
         self.rows.remove(key);
     }
 
+    /// Active rows outside `scope`: how many, and up to `sample` of them.
+    pub fn outside(&self, scope: &Scope, sample: usize) -> (usize, Vec<Key>) {
+        let mut n = 0;
+        let mut keys = Vec::new();
+        for k in self.active().filter(|k| !scope.contains(&k.1)) {
+            n += 1;
+            if keys.len() < sample {
+                keys.push(k.clone());
+            }
+        }
+        (n, keys)
+    }
+
+    /// The distinct chain ids of the rows, in order.
+    pub fn chains(&self) -> BTreeSet<ChainId> {
+        let mut out = BTreeSet::new();
+        let mut last: Option<&ChainId> = None;
+        for (_, c) in self.rows.keys() {
+            if last != Some(c) {
+                out.insert(c.clone());
+                last = Some(c);
+            }
+        }
+        out
+    }
+
     pub fn rows(&self) -> impl Iterator<Item = Assignment> + '_ {
         self.rows.iter().map(|((i, c), a)| Assignment {
             validator_index: *i,
@@ -104,15 +151,15 @@ impl Plan {
 ///
 /// Only active rows count as present: a desired validator with an inactive
 /// row is registered and assigned again; an undesired inactive row needs no
-/// unassign.
-pub fn plan(desired: &DesiredSet, snapshot: &RegistrySnapshot) -> Plan {
+/// unassign. A row outside `scope` is never unassigned.
+pub fn plan(desired: &DesiredSet, snapshot: &RegistrySnapshot, scope: &Scope) -> Plan {
     let mut out = Plan::default();
     for (key, pubkey) in desired.iter() {
-        decide(&mut out, key, Some(pubkey), snapshot.is_active(key));
+        decide(&mut out, key, Some(pubkey), snapshot.is_active(key), scope);
     }
     out.to_unassign = snapshot
         .active()
-        .filter(|key| !desired.contains(key))
+        .filter(|key| scope.contains(&key.1) && !desired.contains(key))
         .cloned()
         .collect();
     out
@@ -124,17 +171,25 @@ pub fn plan_for<'a>(
     desired: &DesiredSet,
     snapshot: &RegistrySnapshot,
     keys: impl IntoIterator<Item = &'a Key>,
+    scope: &Scope,
 ) -> Plan {
     let mut out = Plan::default();
     for key in keys {
-        decide(&mut out, key, desired.key_of(key), snapshot.is_active(key));
+        decide(
+            &mut out,
+            key,
+            desired.key_of(key),
+            snapshot.is_active(key),
+            scope,
+        );
     }
     out
 }
 
 /// The rule for one key.
-fn decide(out: &mut Plan, key: &Key, want: Option<&Pubkey>, active: bool) {
+fn decide(out: &mut Plan, key: &Key, want: Option<&Pubkey>, active: bool, scope: &Scope) {
     match (want, active) {
+        (None, true) if !scope.contains(&key.1) => {}
         (Some(pubkey), false) => {
             out.to_register.push(DesiredValidator {
                 validator_index: key.0,
@@ -181,13 +236,18 @@ mod tests {
         (i, ChainId::new(c))
     }
 
+    /// Both chains the generated rows use.
+    fn scope() -> Scope {
+        Scope::new(ChainId::new("0x1"), [ChainId::new("0x5")])
+    }
+
     #[test]
     fn adds_missing_removes_extra_and_keeps_the_rest() {
         let desired: DesiredSet = [dv(1, "0x1"), dv(2, "0x1"), dv(3, "0x1")]
             .into_iter()
             .collect();
         let snap = RegistrySnapshot::from_rows([row(2, "0x1", true), row(9, "0x1", true)]);
-        let p = plan(&desired, &snap);
+        let p = plan(&desired, &snap, &scope());
         assert_eq!(p.to_assign, vec![key(1, "0x1"), key(3, "0x1")]);
         assert_eq!(p.to_register.len(), 2);
         assert_eq!(p.to_unassign, vec![key(9, "0x1")]);
@@ -197,7 +257,7 @@ mod tests {
     fn inactive_rows_are_not_current() {
         let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
         let snap = RegistrySnapshot::from_rows([row(1, "0x1", false), row(2, "0x1", false)]);
-        let p = plan(&desired, &snap);
+        let p = plan(&desired, &snap, &scope());
         assert_eq!(p.to_assign, vec![key(1, "0x1")]);
         assert!(
             p.to_unassign.is_empty(),
@@ -209,16 +269,43 @@ mod tests {
     fn chain_id_is_compared_as_an_exact_string() {
         let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
         let snap = RegistrySnapshot::from_rows([row(1, "1", true)]);
-        let p = plan(&desired, &snap);
+        let scope = Scope::new(ChainId::new("0x1"), [ChainId::new("1")]);
+        let p = plan(&desired, &snap, &scope);
         assert_eq!(p.to_assign, vec![key(1, "0x1")]);
         assert_eq!(p.to_unassign, vec![key(1, "1")]);
+    }
+
+    #[test]
+    fn rows_of_chains_outside_the_scope_are_never_unassigned() {
+        let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
+        let snap = RegistrySnapshot::from_rows([
+            row(2, "0x1", true),
+            row(3, "0x5", true),
+            row(4, "0x4268", true),
+        ]);
+        let scope = Scope::new(ChainId::new("0x1"), [ChainId::new("0x5")]);
+        let p = plan(&desired, &snap, &scope);
+        assert_eq!(p.to_unassign, vec![key(2, "0x1"), key(3, "0x5")]);
+        let all = [
+            key(1, "0x1"),
+            key(2, "0x1"),
+            key(3, "0x5"),
+            key(4, "0x4268"),
+        ];
+        assert_eq!(plan_for(&desired, &snap, &all, &scope), p);
+        assert_eq!(snap.outside(&scope, 5), (1, vec![key(4, "0x4268")]));
+        let only_ours = Scope::new(ChainId::new("0x1"), []);
+        assert_eq!(
+            plan(&desired, &snap, &only_ours).to_unassign,
+            vec![key(2, "0x1")]
+        );
     }
 
     #[test]
     fn hold_deletes_over_keeps_adds() {
         let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
         let snap = RegistrySnapshot::from_rows((10..20).map(|i| row(i, "0x1", true)));
-        let mut p = plan(&desired, &snap);
+        let mut p = plan(&desired, &snap, &scope());
         assert!(p.hold_deletes_over(10).is_empty());
         let held = p.hold_deletes_over(9);
         assert_eq!(held.len(), 10);
@@ -264,11 +351,11 @@ mod tests {
         #[test]
         fn applying_the_plan_converges_and_replanning_is_a_noop(d in arb_desired(), r in arb_rows()) {
             let (desired, snap) = build(&d, &r);
-            let after = applied(&snap, &plan(&desired, &snap));
+            let after = applied(&snap, &plan(&desired, &snap, &scope()));
             let active: Vec<Key> = after.active().cloned().collect();
             let want: Vec<Key> = desired.iter().map(|(k, _)| k.clone()).collect();
             prop_assert_eq!(active, want);
-            prop_assert!(plan(&desired, &after).is_noop());
+            prop_assert!(plan(&desired, &after, &scope()).is_noop());
         }
 
         #[test]
@@ -279,7 +366,7 @@ mod tests {
                 .map(|(k, _)| k.clone())
                 .chain(snap.rows().map(|a| (a.validator_index, a.chain_id)))
                 .collect();
-            prop_assert_eq!(plan_for(&desired, &snap, &keys), plan(&desired, &snap));
+            prop_assert_eq!(plan_for(&desired, &snap, &keys, &scope()), plan(&desired, &snap, &scope()));
         }
 
         #[test]
@@ -291,13 +378,29 @@ mod tests {
             if !d2.is_empty() { let n = (seed as usize) % d2.len(); d2.rotate_left(n); d2.reverse(); }
             if !r2.is_empty() { let n = (seed as usize) % r2.len(); r2.rotate_left(n); r2.reverse(); }
             let (desired2, snap2) = build(&d2, &r2);
-            prop_assert_eq!(plan(&desired, &snap), plan(&desired2, &snap2));
+            prop_assert_eq!(plan(&desired, &snap, &scope()), plan(&desired2, &snap2, &scope()));
+        }
+
+        #[test]
+        fn never_unassigns_outside_the_scope(d in arb_desired(), r in arb_rows()) {
+            let (desired, snap) = build(&d, &r);
+            let ours = Scope::new(ChainId::new("0x1"), []);
+            let p = plan(&desired, &snap, &ours);
+            for k in &p.to_unassign {
+                prop_assert_eq!(k.1.as_str(), "0x1");
+            }
+            let keys: std::collections::BTreeSet<Key> = desired
+                .iter()
+                .map(|(k, _)| k.clone())
+                .chain(snap.rows().map(|a| (a.validator_index, a.chain_id)))
+                .collect();
+            prop_assert_eq!(plan_for(&desired, &snap, &keys, &ours), p);
         }
 
         #[test]
         fn never_unassigns_a_desired_validator(d in arb_desired(), r in arb_rows()) {
             let (desired, snap) = build(&d, &r);
-            let p = plan(&desired, &snap);
+            let p = plan(&desired, &snap, &scope());
             for k in &p.to_unassign {
                 prop_assert!(!desired.contains(k));
                 prop_assert!(snap.is_active(k), "only active rows are unassigned");

@@ -100,6 +100,77 @@ pub fn log_counts(unknown: usize, excluded: usize, sample: &[String], total: usi
     }
 }
 
+/// Refuses chain ids the registry would not match as meant: a records chain
+/// that is not in the registry's spelling (`0x` and lowercase hex: `0x1`,
+/// never `1`, `0x01` or `" 0x1"`), and registry rows on another spelling
+/// of the configured chain. keysync does not guess which spelling is meant:
+/// a wrong guess moves every assignment from one key to the other.
+pub fn check_chains<'a>(
+    configured: &ChainId,
+    records: impl IntoIterator<Item = &'a ChainId>,
+    registry: impl IntoIterator<Item = &'a ChainId>,
+) -> Result<(), Error> {
+    let error = |origin: &str, message: String| {
+        Err(Error::Config(crate::settings::ConfigError {
+            origin: origin.to_string(),
+            message,
+        }))
+    };
+    for c in records {
+        if c.is_canonical() {
+            continue;
+        }
+        return match c.numeric() {
+            Some(n) => error(
+                "a records input",
+                format!(
+                    "names chain_id {:?}, which the registry spells {:?}{}: write it that way (chain ids are compared as exact strings)",
+                    c.as_str(),
+                    ChainId::canonical(n).as_str(),
+                    if c.same_chain_spelled_otherwise(configured) {
+                        " (the configured chain)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            None => error(
+                "a records input",
+                format!(
+                    "names chain_id {:?}, which is not a chain id: write it as 0x-hex, e.g. \"0x1\"",
+                    c.as_str()
+                ),
+            ),
+        };
+    }
+    for c in registry {
+        if c.same_chain_spelled_otherwise(configured) {
+            return error(
+                "the registry",
+                format!(
+                    "holds rows on chain_id {:?}, which is the configured chain {:?} (KEYSYNC_CHAIN_ID) spelled otherwise; keysync will not guess which spelling is meant: have those rows fixed",
+                    c.as_str(),
+                    configured.as_str()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Logs registry rows on chains outside `scope` (never unassigned).
+pub fn report_outside(snapshot: &RegistrySnapshot, scope: &crate::plan::Scope) -> usize {
+    let (n, sample) = snapshot.outside(scope, 5);
+    if n > 0 {
+        tracing::warn!(
+            rows = n,
+            sample = ?sample.iter().map(|(i, c)| format!("{i}@{c}")).collect::<Vec<_>>(),
+            "the registry holds active rows on chains that are neither KEYSYNC_CHAIN_ID nor in a records input; keysync leaves them alone"
+        );
+    }
+    n
+}
+
 /// What to do with a plan.
 pub enum Mode<'a> {
     /// Plan only (diff, sync without --apply, shadow mode).
@@ -196,9 +267,6 @@ impl Reconciler {
         let Some(beacon) = &self.beacon else {
             return Ok(());
         };
-        if self.chain_id.numeric().is_none() {
-            tracing::warn!(chain_id = %self.chain_id, "chain id is neither hex nor decimal; skipping the beacon chain check");
-        }
         beacon.begin_pass();
         beacon.check().await?;
         tracing::debug!(beacon = %beacon.active_url(), "beacon node checked");

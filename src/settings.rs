@@ -92,6 +92,7 @@ pub struct FileConfig {
     pub sync_tolerance_slots: Option<u64>,
     pub max_deletes: Option<u64>,
     pub apply: Option<bool>,
+    pub allow_empty: Option<bool>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub debounce_ms: Option<u64>,
@@ -160,6 +161,9 @@ pub struct Settings {
     /// synced (removals wait for a synced node). Larger accepts staler
     /// answers; smaller holds removals through ordinary late blocks.
     pub sync_tolerance: u64,
+    /// Emptying is meant (`--allow-empty`): an input with no entries is
+    /// not an error, and a pass may unassign every validator.
+    pub allow_empty: bool,
     pub watch: WatchSettings,
 }
 
@@ -361,11 +365,29 @@ impl Settings {
             || DEFAULT_NETWORK.to_string(),
             |(s, _)| s.trim().to_string(),
         );
-        let chain_id = non_empty(pick!(r, c, chain_id, "--chain-id", "KEYSYNC_CHAIN_ID"))
-            .map_or_else(
-                || ChainId::new(DEFAULT_CHAIN_ID),
-                |(s, _)| ChainId::new(s.trim()),
-            );
+        // One chain, one spelling: the registry compares chain ids as exact
+        // strings, so `1`, `0x01` and `0X1` all become `0x1`.
+        let chain_id = match non_empty(pick!(r, c, chain_id, "--chain-id", "KEYSYNC_CHAIN_ID")) {
+            None => ChainId::new(DEFAULT_CHAIN_ID),
+            Some((s, o)) => match ChainId::new(s.trim()).numeric() {
+                Some(n) => {
+                    let canonical = ChainId::canonical(n);
+                    if canonical.as_str() != s.trim() {
+                        tracing::info!(configured = %s.trim(), registry = %canonical, "chain id normalised to the registry's spelling");
+                    }
+                    canonical
+                }
+                None => {
+                    return Err(cfg_err(
+                        o,
+                        format!(
+                            "is not a chain id (got {:?}): write the numeric chain id as 0x-hex or decimal, e.g. 0x1 for mainnet, 0x88bb0 for hoodi",
+                            s.trim()
+                        ),
+                    ))
+                }
+            },
+        };
 
         let beacon_urls = match non_empty(pick!(
             r,
@@ -611,6 +633,7 @@ impl Settings {
             timeout,
             max_deletes,
             sync_tolerance,
+            allow_empty: c.allow_empty || r.file.allow_empty.unwrap_or(false),
             watch,
         };
         settings.check_inputs(command)?;

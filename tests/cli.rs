@@ -1480,3 +1480,63 @@ fn auth_and_console_redirects_are_not_followed() {
         .stderr_has(&["console API", "HTTP 307 redirect to 127.0.0.2"])
         .no_key();
 }
+
+/// A beacon node whose answer puts pk(3) at index 3 and again at 50.
+struct TwoIndicesForOnePubkey;
+
+impl Respond for TwoIndicesForOnePubkey {
+    fn respond(&self, _req: &Request) -> ResponseTemplate {
+        let row = |index: u64, key: u64| {
+            json!({"index": index.to_string(), "balance": "32000000000", "status": "active_ongoing",
+                "validator": {"pubkey": pk(key).to_string(), "withdrawal_credentials": "0x00",
+                    "effective_balance": "32000000000", "slashed": false,
+                    "activation_eligibility_epoch": "0", "activation_epoch": "0",
+                    "exit_epoch": "18446744073709551615", "withdrawable_epoch": "18446744073709551615"}})
+        };
+        ok_json(json!({"data": [row(3, 3), row(50, 3)]}))
+    }
+}
+
+#[test]
+fn invariant_2_a_beacon_answer_that_contradicts_itself_exits_6_and_moves_nothing() {
+    let h = Harness::new();
+    h.me_ok();
+    h.list(rows(&[(3, "0x1", true)]));
+    h.writes_ok();
+    let beacon = h.server();
+    synced_node(&h, &beacon);
+    h.mount_on(
+        &beacon,
+        Mock::given(method("POST"))
+            .and(path(VALIDATORS))
+            .respond_with(TwoIndicesForOnePubkey),
+    );
+    let keys = h.file("keys.txt", &format!("{}\n", pk(3)));
+    let r = run(h
+        .cmd()
+        .args(["sync", "--apply"])
+        .env("KEYSYNC_BEACON_URL", beacon.uri())
+        .env("KEYSYNC_PUBKEYS_FILE", &keys));
+    r.expect(6).no_stdout().stderr_has(&[
+        "answered inconsistently",
+        &format!("pubkey {} is at two indices, 3 and 50", pk(3)),
+    ]);
+    assert!(h.writes().is_empty(), "neither unassign 3 nor assign 50");
+}
+
+#[test]
+fn http_attempts_are_bounded() {
+    let h = Harness::new();
+    let records = h.records(&[1]);
+    for n in ["0", "21", "4294967295"] {
+        config_error(
+            &h,
+            h.cmd()
+                .arg("diff")
+                .env("KEYSYNC_HTTP_ATTEMPTS", n)
+                .env("KEYSYNC_INDICES_FILE", &records),
+            &["KEYSYNC_HTTP_ATTEMPTS", "must be from 1 to 20"],
+        );
+    }
+    assert!(h.requests().is_empty(), "refused before any request");
+}

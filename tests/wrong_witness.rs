@@ -329,3 +329,102 @@ async fn invariant_2_failover_prefers_the_synced_node_in_the_daemon() {
     );
     daemon.stop().await.unwrap();
 }
+
+// ---- failover never skips the chain check --------------------------------
+
+/// The registry's own beacon node fails every lookup; the backup is on
+/// another chain, where every validator has withdrawn.
+async fn failing_primary_and_a_backup_on_another_chain() -> (Sim, Sim) {
+    let sim = sim(64).await;
+    let other = sim_with(SimConfig {
+        validators: 64,
+        slot_ms: SLOT_MS,
+        slots_per_epoch: SLOTS_PER_EPOCH,
+        chain_id: 5,
+        ..Default::default()
+    })
+    .await;
+    for i in 0..64 {
+        other.set_status(i, "withdrawal_done");
+    }
+    (sim, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant_2_failover_never_uses_a_node_on_another_chain_in_one_shot() {
+    let (sim, other) = failing_primary_and_a_backup_on_another_chain().await;
+    let (_d, dir) = tmp();
+    sim.seed_assign_range(10, 15, "0x1", true);
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 10..15)).unwrap();
+    sim.fail_next(Route::ValidatorsPost, 500, 1_000, None);
+    let urls = format!("{},{}", sim.beacon_url(), other.beacon_url());
+    let r = keysync_with_beacon(
+        &sim,
+        &urls,
+        &["sync", "--apply"],
+        &[
+            ("KEYSYNC_PUBKEYS_FILE", p(&file)),
+            ("KEYSYNC_HTTP_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is on chain 5") && r.stderr.contains(&other.beacon_url()),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout, "");
+    assert_eq!(
+        active(&sim),
+        (10..15).collect::<Vec<_>>(),
+        "nothing removed"
+    );
+    assert_eq!(writes(&sim), 0);
+    assert_eq!(
+        other.count(Route::ValidatorsPost) + other.count(Route::ValidatorsGet),
+        0,
+        "the other chain's answers were never asked for"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant_2_failover_never_uses_a_node_on_another_chain_in_the_daemon() {
+    let (sim, other) = failing_primary_and_a_backup_on_another_chain().await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 10..15)).unwrap();
+    let mut c = watch_common(
+        &sim,
+        Some(format!("{},{}", sim.beacon_url(), other.beacon_url())),
+    );
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned through the primary", T, || {
+        active(&sim) == (10..15).collect::<Vec<_>>()
+    })
+    .await;
+    // From now on the primary fails every lookup; epochs keep passing.
+    sim.fail_next(Route::ValidatorsPost, 500, 100_000, None);
+    let failed = || {
+        daemon
+            .metrics
+            .get("keysync_reconciles_total", &[("result", "error")])
+    };
+    eventually("epoch passes fail", T, || failed() >= 2.0).await;
+    assert_eq!(
+        active(&sim),
+        (10..15).collect::<Vec<_>>(),
+        "nothing removed"
+    );
+    assert_eq!(sim.count(Route::Unassign), 0);
+    assert_eq!(
+        other.count(Route::ValidatorsPost) + other.count(Route::ValidatorsGet),
+        0,
+        "the other chain's answers were never asked for"
+    );
+    daemon.stop().await.unwrap();
+}

@@ -154,6 +154,10 @@ impl BeaconClient {
             },
         )
         .await?;
+        consistent(&out).map_err(|detail| BeaconError::Inconsistent {
+            url: display(&self.endpoints[i].url),
+            detail,
+        })?;
         Ok(out)
     }
 
@@ -321,6 +325,36 @@ impl BeaconClient {
     }
 }
 
+/// Checks that an answer maps each pubkey to one index and each index to
+/// one pubkey: pairs the chain never changes. Identical repeats are fine.
+/// Sorts positions, not copies: 8 bytes per answer, twice.
+fn consistent(answers: &[BeaconValidator]) -> Result<(), String> {
+    let mut at: Vec<usize> = (0..answers.len()).collect();
+    at.sort_unstable_by_key(|&k| answers[k].index);
+    for w in at.windows(2) {
+        let (a, b) = (&answers[w[0]], &answers[w[1]]);
+        if a.index == b.index && a.pubkey != b.pubkey {
+            return Err(format!(
+                "validator {} has two pubkeys, {} and {}",
+                a.index, a.pubkey, b.pubkey
+            ));
+        }
+    }
+    at.sort_unstable_by_key(|&k| answers[k].pubkey);
+    for w in at.windows(2) {
+        let (a, b) = (&answers[w[0]], &answers[w[1]]);
+        if a.pubkey == b.pubkey && a.index != b.index {
+            return Err(format!(
+                "pubkey {} is at two indices, {} and {}",
+                a.pubkey,
+                a.index.min(b.index),
+                a.index.max(b.index)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `futures` with at most `limit` in flight, handing each result to
 /// `each` as it completes; stops at the first error.
 async fn bounded<T, E, F>(
@@ -402,5 +436,27 @@ mod tests {
             v[0].pubkey.to_string(),
             "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c"
         );
+    }
+
+    fn v(index: u64, key: u8) -> BeaconValidator {
+        BeaconValidator {
+            index,
+            pubkey: Pubkey([key; 48]),
+            status: Status::ActiveOngoing,
+            withdrawable_epoch: None,
+        }
+    }
+
+    #[test]
+    fn an_answer_that_contradicts_itself_is_refused() {
+        assert!(
+            consistent(&[v(1, 1), v(2, 2), v(2, 2)]).is_ok(),
+            "repeats are fine"
+        );
+        let e = consistent(&[v(3, 7), v(1, 1), v(50, 7)]).unwrap_err();
+        assert!(e.contains("at two indices, 3 and 50"), "{e}");
+        let e = consistent(&[v(4, 1), v(4, 2)]).unwrap_err();
+        assert!(e.contains("validator 4 has two pubkeys"), "{e}");
+        assert!(consistent(&[]).is_ok());
     }
 }

@@ -85,6 +85,10 @@ pub enum BeaconError {
         node: u64,
         configured: String,
     },
+    /// The node's answer contradicts itself (one pubkey at two indices, or
+    /// one index with two pubkeys): it is not believed at all.
+    #[error("beacon node {url} answered inconsistently: {detail}")]
+    Inconsistent { url: String, detail: String },
     /// Removals were planned on the word of a node that is not synced
     /// (one-shot: exit 6, nothing written).
     #[error("{0}: nothing was written; removals wait until a synced beacon node confirms them")]

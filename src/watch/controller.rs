@@ -62,6 +62,9 @@ pub struct Controller {
     pub held_for_witness: bool,
     /// How many it held and why (logged loudly only when this changes).
     pub last_hold: Option<(usize, &'static str)>,
+    /// Active registry rows outside the scope at the last listing (logged
+    /// when this changes).
+    pub last_outside: usize,
 }
 
 impl Controller {
@@ -348,14 +351,38 @@ impl Controller {
         };
         // When the registry equalled the desired set after the last pass,
         // only the keys touched since can differ: plan those alone.
+        let scope = self.live.scope();
+        let checked = crate::reconcile::check_chains(
+            &self.rec.chain_id,
+            self.live.record_chains(),
+            &if relisted {
+                snapshot.chains()
+            } else {
+                Default::default()
+            },
+        );
+        if let Err(e) = checked {
+            self.snapshot = Some(snapshot);
+            return Err(e);
+        }
+        if relisted {
+            let outside = snapshot.outside(&scope, 0).0;
+            if outside != self.last_outside {
+                self.last_outside = crate::reconcile::report_outside(&snapshot, &scope);
+            }
+        }
         let desired = self.live.desired();
         let mut planned = if rebuilt || relisted || !self.converged {
-            crate::plan::plan(desired, &snapshot)
+            crate::plan::plan(desired, &snapshot, &scope)
         } else {
-            let delta = crate::plan::plan_for(desired, &snapshot, self.live.touched());
+            let delta = crate::plan::plan_for(desired, &snapshot, self.live.touched(), &scope);
             if cfg!(debug_assertions) {
                 // Every test run checks the shortcut against the full rule.
-                assert_eq!(delta, crate::plan::plan(desired, &snapshot), "delta plan");
+                assert_eq!(
+                    delta,
+                    crate::plan::plan(desired, &snapshot, &scope),
+                    "delta plan"
+                );
             }
             delta
         };

@@ -156,6 +156,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             last_epoch_refresh: None,
             held_for_witness: false,
             last_hold: None,
+            last_outside: 0,
         };
         let code = controller.run(rx).await;
         notify_systemd("STOPPING=1");
