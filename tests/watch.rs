@@ -149,7 +149,9 @@ async fn new_deposit_is_assigned_when_the_chain_knows_it() {
     let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
         .await
         .unwrap();
-    eventually("known one assigned", T, || active(&sim) == vec![0]).await;
+    // The deposit may be processed before the first pass: only the known
+    // one is certain to be assigned first.
+    eventually("known one assigned", T, || active(&sim).contains(&0)).await;
     eventually("deposit processed by the chain", T, || {
         sim.index_of(&new_key).is_some()
     })
