@@ -31,6 +31,8 @@ pub enum Error {
     Apply(#[from] ApplyError),
     #[error("refusing to unassign {planned} validators: more than --max-deletes {max} (nothing was written; raise --max-deletes if a large exit is expected)")]
     Guardrail { planned: usize, max: u64 },
+    #[error("refusing to unassign all {planned} validators of the registry and assign none: nothing would be left, and not all of them have withdrawn (nothing was written; if emptying the registry is meant, pass --allow-empty)")]
+    EmptiesRegistry { planned: usize },
     #[error("state store: {0}")]
     Store(String),
     #[error("{0}")]
@@ -56,7 +58,7 @@ impl Error {
                     EXIT_BEACON
                 }
             }
-            Error::Guardrail { .. } => EXIT_GUARDRAIL,
+            Error::Guardrail { .. } | Error::EmptiesRegistry { .. } => EXIT_GUARDRAIL,
             Error::Runtime(_) => EXIT_CONFIG,
         }
     }

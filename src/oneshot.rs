@@ -73,6 +73,11 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
             );
         }
     }
+    let record_chains: std::collections::BTreeSet<ChainId> =
+        content.records.iter().map(|r| r.chain_id.clone()).collect();
+    check_chains(&rec.chain_id, &record_chains, &snapshot.chains())?;
+    let scope = Scope::new(rec.chain_id.clone(), record_chains);
+    report_outside(&snapshot, &scope);
     let never_stop = || false;
     let mode = if apply {
         Mode::Apply {
@@ -85,15 +90,12 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
             },
             max_deletes: settings.max_deletes,
             hold_excess_deletes: false,
+            allow_empty: settings.allow_empty,
+            scope: &scope,
         }
     } else {
         Mode::Plan
     };
-    let record_chains: std::collections::BTreeSet<ChainId> =
-        content.records.iter().map(|r| r.chain_id.clone()).collect();
-    check_chains(&rec.chain_id, &record_chains, &snapshot.chains())?;
-    let scope = Scope::new(rec.chain_id.clone(), record_chains);
-    report_outside(&snapshot, &scope);
     let mut planned = plan(&resolved.desired, &snapshot, &scope);
     // Rows the witness keeps are dropped from the plan; the set is done with.
     drop(resolved);

@@ -134,17 +134,6 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         self.to_assign.is_empty() && self.to_unassign.is_empty()
     }
-
-    /// Splits off the deletes beyond `max_deletes` (the daemon's guardrail:
-    /// hold deletes, let adds through). Returns the held keys; the plan keeps
-    /// none of them when more than `max_deletes` are planned.
-    pub fn hold_deletes_over(&mut self, max_deletes: usize) -> Vec<Key> {
-        if self.to_unassign.len() > max_deletes {
-            std::mem::take(&mut self.to_unassign)
-        } else {
-            Vec::new()
-        }
-    }
 }
 
 /// Computes the delta that converges the registry to `desired`.
@@ -299,18 +288,6 @@ mod tests {
             plan(&desired, &snap, &only_ours).to_unassign,
             vec![key(2, "0x1")]
         );
-    }
-
-    #[test]
-    fn hold_deletes_over_keeps_adds() {
-        let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
-        let snap = RegistrySnapshot::from_rows((10..20).map(|i| row(i, "0x1", true)));
-        let mut p = plan(&desired, &snap, &scope());
-        assert!(p.hold_deletes_over(10).is_empty());
-        let held = p.hold_deletes_over(9);
-        assert_eq!(held.len(), 10);
-        assert!(p.to_unassign.is_empty());
-        assert_eq!(p.to_assign.len(), 1);
     }
 
     fn arb_desired() -> impl Strategy<Value = Vec<(u64, bool)>> {

@@ -21,7 +21,7 @@ use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, Validato
 use crate::error::Error;
 use crate::http::Http;
 use crate::metrics::Metrics;
-use crate::plan::{Plan, RegistrySnapshot};
+use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::progress::Progress;
 use crate::registry::RegistryClient;
 use crate::settings::Settings;
@@ -182,7 +182,51 @@ pub enum Mode<'a> {
         /// One-shot refuses the whole pass (exit 5); the daemon holds the
         /// deletes back and lets the adds through.
         hold_excess_deletes: bool,
+        /// `--allow-empty`: a pass may unassign every validator in `scope`.
+        allow_empty: bool,
+        scope: &'a Scope,
     },
+}
+
+/// Why a pass's unassigns were held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// More than `--max-deletes`.
+    MaxDeletes,
+    /// They would unassign every validator (not all withdrawn), without
+    /// `--allow-empty`.
+    EmptyRegistry,
+}
+
+impl Hold {
+    pub fn label(self) -> &'static str {
+        match self {
+            Hold::MaxDeletes => "max_deletes",
+            Hold::EmptyRegistry => "empty_registry",
+        }
+    }
+}
+
+/// Whether `plan` would leave a registry that has validators in `scope`
+/// with none: it unassigns every one and assigns nothing, and at least one
+/// unassign is for a reason other than a confirmed withdrawal. Emptying a
+/// registry by accident looks exactly like this (an empty input, a
+/// template left as shipped); every validator of an operator withdrawing
+/// is not an accident.
+pub fn empties_registry(
+    plan: &Plan,
+    reasons: &[Reason],
+    snapshot: &RegistrySnapshot,
+    scope: &Scope,
+) -> bool {
+    let n = plan.to_unassign.len();
+    n > 0
+        && !plan.to_assign.iter().any(|k| scope.contains(&k.1))
+        && n >= snapshot.active().filter(|k| scope.contains(&k.1)).count()
+        && (reasons.len() < n
+            || reasons
+                .iter()
+                .any(|r| !matches!(r, Reason::Withdrawn { .. })))
 }
 
 /// The result of a pass.
@@ -190,8 +234,9 @@ pub enum Mode<'a> {
 pub struct Outcome {
     /// Whether the plan had nothing to do.
     pub noop: bool,
-    /// Deletes held back by the guardrail (daemon only).
+    /// Deletes held back by the guardrail (daemon only), and why.
     pub held: Vec<Key>,
+    pub hold: Option<Hold>,
     /// `None` when only planned.
     pub applied: Option<Applied>,
 }
@@ -369,19 +414,33 @@ impl Reconciler {
             writer,
             max_deletes,
             hold_excess_deletes,
+            allow_empty,
+            scope,
         } = mode
         else {
             return Ok(outcome);
         };
         let mut to_apply = planned;
-        if to_apply.to_unassign.len() as u64 > max_deletes {
+        let hold = if !allow_empty && empties_registry(&to_apply, reasons, snapshot, scope) {
+            Some(Hold::EmptyRegistry)
+        } else if to_apply.to_unassign.len() as u64 > max_deletes {
+            Some(Hold::MaxDeletes)
+        } else {
+            None
+        };
+        if let Some(hold) = hold {
+            let planned = to_apply.to_unassign.len();
             if !hold_excess_deletes {
-                return Err(Error::Guardrail {
-                    planned: to_apply.to_unassign.len(),
-                    max: max_deletes,
+                return Err(match hold {
+                    Hold::MaxDeletes => Error::Guardrail {
+                        planned,
+                        max: max_deletes,
+                    },
+                    Hold::EmptyRegistry => Error::EmptiesRegistry { planned },
                 });
             }
-            outcome.held = to_apply.hold_deletes_over(max_deletes as usize);
+            outcome.held = std::mem::take(&mut to_apply.to_unassign);
+            outcome.hold = Some(hold);
         }
         if to_apply.is_noop() {
             outcome.applied = Some(Applied::default());

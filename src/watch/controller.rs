@@ -334,21 +334,6 @@ impl Controller {
         } else {
             0
         };
-        let mode = if apply {
-            Mode::Apply {
-                writer: Writer {
-                    registry: &self.rec.registry,
-                    metrics: Some(&self.metrics),
-                    operator_id: &self.rec.operator_id,
-                    limiter: Some(&self.limiter),
-                    should_stop: &should_stop,
-                },
-                max_deletes,
-                hold_excess_deletes: true,
-            }
-        } else {
-            Mode::Plan
-        };
         // When the registry equalled the desired set after the last pass,
         // only the keys touched since can differ: plan those alone.
         let scope = self.live.scope();
@@ -371,6 +356,23 @@ impl Controller {
                 self.last_outside = crate::reconcile::report_outside(&snapshot, &scope);
             }
         }
+        let mode = if apply {
+            Mode::Apply {
+                writer: Writer {
+                    registry: &self.rec.registry,
+                    metrics: Some(&self.metrics),
+                    operator_id: &self.rec.operator_id,
+                    limiter: Some(&self.limiter),
+                    should_stop: &should_stop,
+                },
+                max_deletes,
+                hold_excess_deletes: true,
+                allow_empty: self.settings.allow_empty,
+                scope: &scope,
+            }
+        } else {
+            Mode::Plan
+        };
         let desired = self.live.desired();
         let mut planned = if rebuilt || relisted || !self.converged {
             crate::plan::plan(desired, &snapshot, &scope)
@@ -492,9 +494,9 @@ impl Controller {
                 &mut observer,
             )
             .await;
-        let held = match &result {
-            Ok(o) => o.held.len(),
-            Err(_) => 0,
+        let (held, result_hold) = match &result {
+            Ok(o) => (o.held.len(), o.hold),
+            Err(_) => (0, None),
         };
         self.snapshot = Some(snapshot);
         let outcome = result?;
@@ -529,12 +531,21 @@ impl Controller {
             &[],
             snap.map_or(0, |s| s.active_count()) as f64,
         );
-        let input_not_read = !self.inputs.complete();
-        for (reason, n) in [
-            ("max_deletes", if input_not_read { 0 } else { held }),
-            ("input_not_read", if input_not_read { held } else { 0 }),
-            ("beacon_not_synced", witness_held),
-        ] {
+        // An input never read wins as the reason: it is why the plan is short.
+        let hold = match (self.inputs.complete(), &result_hold) {
+            (_, None) => None,
+            (false, Some(_)) => Some("input_not_read"),
+            (true, Some(h)) => Some(h.label()),
+        };
+        for reason in ["max_deletes", "empty_registry", "input_not_read"] {
+            let n = if hold == Some(reason) { held } else { 0 };
+            self.metrics.set(
+                "keysync_held_deletes_by_reason",
+                &[("reason", reason)],
+                n as f64,
+            );
+        }
+        for (reason, n) in [("beacon_not_synced", witness_held)] {
             self.metrics.set(
                 "keysync_held_deletes_by_reason",
                 &[("reason", reason)],
@@ -568,12 +579,18 @@ impl Controller {
                 );
             }
         }
-        if held > 0 {
-            tracing::error!(
+        match hold {
+            Some("empty_registry") => tracing::error!(
+                held,
+                "holding unassigns: they would empty the registry; fix the input, or pass --allow-empty if emptying is meant"
+            ),
+            Some(reason) => tracing::error!(
                 held,
                 max_deletes,
+                reason,
                 "guardrail holding unassigns; raise --max-deletes or fix the input to release them"
-            );
+            ),
+            None => {}
         }
         tracing::debug!(
             desired = self.live.desired().len(),
