@@ -545,13 +545,11 @@ impl Controller {
                 n as f64,
             );
         }
-        for (reason, n) in [("beacon_not_synced", witness_held)] {
-            self.metrics.set(
-                "keysync_held_deletes_by_reason",
-                &[("reason", reason)],
-                n as f64,
-            );
-        }
+        self.metrics.set(
+            "keysync_held_deletes_by_reason",
+            &[("reason", "beacon_not_synced")],
+            witness_held as f64,
+        );
         self.metrics
             .set("keysync_held_deletes", &[], (held + witness_held) as f64);
         self.metrics
