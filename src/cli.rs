@@ -99,7 +99,8 @@ pub struct Common {
     #[arg(long, env = "KEYSYNC_NETWORK", value_name = "NAME")]
     pub network: Option<String>,
 
-    /// Registry chain id, e.g. 0x1 or 0x4268 [default: 0x1]
+    /// Registry chain id: 0x1 for mainnet, 0x88bb0 for hoodi (0x-hex or
+    /// decimal; written the registry's way) [default: 0x1]
     #[arg(long, env = "KEYSYNC_CHAIN_ID", value_name = "ID")]
     pub chain_id: Option<String>,
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::metrics::Metrics;
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 
 /// The remote party a request goes to; named in every error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +170,7 @@ pub struct Http {
     client: reqwest::Client,
     retry: RetryPolicy,
     metrics: Option<Arc<Metrics>>,
-    secrets: Arc<Vec<Secret>>,
+    scrubber: Arc<Scrubber>,
 }
 
 /// Longest body excerpt kept in an error.
@@ -181,8 +181,10 @@ const ERROR_BODY_LIMIT: usize = 64 << 10;
 pub const SMALL_BODY: usize = 64 << 10;
 
 impl Http {
-    /// `timeout` bounds each attempt; `secrets` are scrubbed from any text a
-    /// server sends back.
+    /// `timeout` bounds each attempt; `secrets` (the API key, keymanager
+    /// tokens) are scrubbed from any text a server sends back, whole or any
+    /// run of [`crate::secret::MIN_RUN`] bytes of them (see [`Scrubber`]).
+    /// They are prepared once here, not per response.
     pub fn new(
         timeout: Duration,
         retry: RetryPolicy,
@@ -200,7 +202,7 @@ impl Http {
             client,
             retry,
             metrics,
-            secrets: Arc::new(secrets),
+            scrubber: Arc::new(Scrubber::new(&secrets)),
         })
     }
 
@@ -216,11 +218,13 @@ impl Http {
         }
     }
 
-    /// Removes every secret from `text`.
+    /// `text` without any secret registered here (whole or any run of
+    /// [`crate::secret::MIN_RUN`] bytes) and without anything shaped like a
+    /// key (`ovi_…`) or a bearer token, known or not. Linear in `text`.
+    /// Every text a remote party sent must pass here before it is cut,
+    /// logged or put in an error.
     pub fn scrub(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .fold(text.to_string(), |t, s| s.scrub(&t))
+        self.scrubber.scrub(text)
     }
 
     /// Sends the request built by `build` until it gets a 2xx, a non-retryable
@@ -247,7 +251,7 @@ impl Http {
                     self.record(party, call, &status.to_string(), elapsed);
                     Failure::Redirect {
                         status,
-                        to: redirect_host(&resp),
+                        to: self.scrub(&redirect_host(&resp)),
                     }
                 }
                 Ok(resp) => {
@@ -332,16 +336,20 @@ impl Http {
     }
 
     /// The first [`BODY_EXCERPT`] characters of a body, on one line,
-    /// scrubbed before it is cut (a secret straddling the cut is still
-    /// found whole).
+    /// scrubbed ([`Http::scrub`]) before it is cut: a secret straddling the
+    /// cut is found whole, and cutting scrubbed text cannot bring a secret
+    /// back. A caller that pre-cuts `body` may cut a secret, but what is
+    /// left of it is still a run of the secret (or under
+    /// [`crate::secret::MIN_RUN`] bytes, which is not scrubbed anywhere).
     pub fn excerpt(&self, body: &str) -> String {
         let one_line: String = body
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         let scrubbed = self.scrub(one_line.trim());
-        let mut s: String = scrubbed.chars().take(BODY_EXCERPT).collect();
-        if scrubbed.chars().count() > BODY_EXCERPT {
+        let mut chars = scrubbed.chars();
+        let mut s: String = chars.by_ref().take(BODY_EXCERPT).collect();
+        if chars.next().is_some() {
             s.push('…');
         }
         s
@@ -460,20 +468,162 @@ mod tests {
         assert_eq!(parse_retry_after("soon", SystemTime::now()), None);
     }
 
-    #[test]
-    fn an_excerpt_never_cuts_a_secret_in_half() {
-        let key = "ovi_live_0123456789abcdef0123456789abcdef";
-        let http = Http::new(
+    const KEY: &str = "ovi_live_0123456789abcdefGHIJKLmnopqrstuv";
+
+    fn http_with(secrets: Vec<Secret>) -> Http {
+        Http::new(
             Duration::from_secs(1),
             RetryPolicy::default(),
             None,
-            vec![Secret::new(key)],
+            secrets,
         )
-        .unwrap();
-        for pad in 150..BODY_EXCERPT + 5 {
-            let body = format!("{}{key} tail", "x".repeat(pad));
+        .unwrap()
+    }
+
+    /// Every `MIN_RUN`-byte run of `secret` found in `text`.
+    fn runs_in(text: &str, secret: &str) -> Vec<String> {
+        let min = crate::secret::MIN_RUN;
+        let runs: std::collections::HashSet<&[u8]> = secret.as_bytes().windows(min).collect();
+        text.as_bytes()
+            .windows(min)
+            .filter(|w| runs.contains(w))
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect()
+    }
+
+    #[track_caller]
+    fn assert_clean(out: &str, secret: &str, what: &str) {
+        let found = runs_in(out, secret);
+        assert!(found.is_empty(), "{what}: runs {found:?} left in {out:?}");
+    }
+
+    /// What a careless server echoes: the key, its parts, the header.
+    fn echoes(key: &str) -> Vec<String> {
+        let n = key.len();
+        let mut e = vec![
+            key.to_string(),
+            format!("Bearer {key}"),
+            format!("Authorization: Bearer {key}"),
+            format!("authorization: bearer {}", &key[3..]),
+            format!("{{\"got\":\"{}\"}}", &key[5..n - 5]),
+        ];
+        for len in crate::secret::MIN_RUN..n {
+            e.push(key[..len].to_string());
+            e.push(key[n - len..].to_string());
+        }
+        e
+    }
+
+    #[test]
+    fn secrets_never_appear_in_an_excerpt_whatever_the_offset() {
+        let http = http_with(vec![Secret::new(KEY)]);
+        for (i, echo) in echoes(KEY).into_iter().enumerate() {
+            // Multi-byte text before the cut for a sample of the echoes.
+            let fillers: &[&str] = if i % 4 == 0 {
+                &["x", "é", "日", "🚀"]
+            } else {
+                &["x"]
+            };
+            for pad in 150..=260 {
+                for filler in fillers {
+                    let body = format!("{}{echo} tail", filler.repeat(pad));
+                    let e = http.excerpt(&body);
+                    assert_clean(&e, KEY, &format!("pad {pad} {filler} {echo}"));
+                    assert!(e.chars().count() <= BODY_EXCERPT + 1, "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_a_status_failure_or_its_log_line() {
+        // The WARN retry line and the error print `Failure`'s Display.
+        let http = http_with(vec![Secret::new(KEY)]);
+        for echo in echoes(KEY) {
+            for pad in [0, 180, 195, 199, 200, 201] {
+                let f = Failure::Status {
+                    status: 500,
+                    body: http.excerpt(&format!("{}{echo}", "-".repeat(pad))),
+                    retry_after: None,
+                    attempts: 2,
+                };
+                assert_clean(&format!("{f} {f:?}"), KEY, &echo);
+            }
+        }
+    }
+
+    #[test]
+    fn any_registered_secret_gets_the_same_treatment() {
+        let token = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b";
+        let short = "pa55wd";
+        let http = http_with(vec![
+            Secret::new(KEY),
+            Secret::new(token),
+            Secret::new(short),
+        ]);
+        for echo in echoes(token) {
+            for pad in [0, 190, 199, 200] {
+                let body = format!("{}{echo} and {short}!", "x".repeat(pad));
+                let e = http.excerpt(&body);
+                assert_clean(&e, token, &echo);
+                assert!(!e.contains(short), "{e}");
+            }
+        }
+        // A 7-byte piece of a token is not a run: ordinary text stays.
+        assert_eq!(http.scrub("row 9f86d08 ok"), "row 9f86d08 ok");
+        assert_eq!(http.scrub("row 9f86d081 ok"), "row [redacted] ok");
+    }
+
+    #[test]
+    fn ordinary_bodies_are_unchanged_byte_for_byte() {
+        let http = http_with(vec![Secret::new(KEY)]);
+        for body in [
+            "internal server error",
+            "{\"error\":\"rate limited\",\"retry_in\":3}",
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            "déjà vu: 日本語 🚀",
+        ] {
+            assert_eq!(http.scrub(body), body);
+            assert_eq!(http.excerpt(body), body);
+        }
+        let long = "0123456 ".repeat(100);
+        assert_eq!(http.scrub(&long), long, "7-byte pieces of the key");
+        let e = http.excerpt(&long);
+        assert_eq!(e, format!("{}…", &long[..BODY_EXCERPT]));
+    }
+
+    #[test]
+    fn scrubbing_is_linear_in_the_body() {
+        // Far above any error excerpt: a quadratic scan would take minutes.
+        let http = http_with(vec![Secret::new(KEY), Secret::new("aaaa")]);
+        let started = Instant::now();
+        for body in [
+            "ovi_".repeat(1 << 17),
+            "bearer ".repeat(1 << 16),
+            "a".repeat(1 << 19),
+            KEY[..20].repeat(1 << 14),
+        ] {
+            let out = http.scrub(&body);
+            assert!(!out.contains(&KEY[..8]));
+        }
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_excerpt_never_panics_and_never_holds_a_run(
+            pad in "\\PC{0,260}",
+            tail in "\\PC{0,40}",
+            start in 0usize..KEY.len(),
+            len in 0usize..=KEY.len(),
+        ) {
+            let http = http_with(vec![Secret::new(KEY)]);
+            let part = &KEY[start..(start + len).min(KEY.len())];
+            let body = format!("{pad}{part}{tail}");
             let e = http.excerpt(&body);
-            assert!(!e.contains(&key[..12]), "pad {pad}: {e}");
+            let runs = runs_in(&e, KEY);
+            proptest::prop_assert!(runs.is_empty(), "{:?} in {:?}", runs, e);
+            proptest::prop_assert!(e.chars().count() <= BODY_EXCERPT + 1);
         }
     }
 }

@@ -158,6 +158,41 @@ impl Metrics {
         Self::default()
     }
 
+    /// Metrics with every series an alert keys on present at 0, so that
+    /// `increase()` sees the first error instead of a series appearing.
+    pub fn with_zeroes() -> Self {
+        let m = Self::default();
+        for result in ["ok", "error"] {
+            m.add("keysync_reconciles_total", &[("result", result)], 0.0);
+            for kind in ["register", "assign"] {
+                m.add(
+                    "keysync_writes_total",
+                    &[("kind", kind), ("result", result)],
+                    0.0,
+                );
+            }
+            for reason in ["withdrawn", "not_in_inputs", "registry_drift"] {
+                m.add(
+                    "keysync_writes_total",
+                    &[("kind", "unassign"), ("result", result), ("reason", reason)],
+                    0.0,
+                );
+            }
+        }
+        m.add("keysync_source_errors_total", &[], 0.0);
+        m.add("keysync_event_stream_reconnects_total", &[], 0.0);
+        m.set("keysync_held_deletes", &[], 0.0);
+        for reason in [
+            "max_deletes",
+            "empty_registry",
+            "input_not_read",
+            "beacon_not_synced",
+        ] {
+            m.set("keysync_held_deletes_by_reason", &[("reason", reason)], 0.0);
+        }
+        m
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         let mut guard = match self.inner.lock() {
             Ok(g) => g,
@@ -277,5 +312,18 @@ mod tests {
         assert!(text.contains("keysync_trigger_to_apply_seconds_bucket{le=\"0.25\"} 1\n"));
         assert!(text.contains("keysync_trigger_to_apply_seconds_bucket{le=\"0.1\"} 0\n"));
         assert!(text.contains("keysync_trigger_to_apply_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn alerting_series_exist_at_zero_from_the_start() {
+        let text = Metrics::with_zeroes().render();
+        for series in [
+            "keysync_reconciles_total{result=\"error\"} 0\n",
+            "keysync_source_errors_total 0\n",
+            "keysync_held_deletes_by_reason{reason=\"beacon_not_synced\"} 0\n",
+            "keysync_writes_total{kind=\"unassign\",result=\"error\",reason=\"withdrawn\"} 0\n",
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
     }
 }

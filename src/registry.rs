@@ -274,7 +274,8 @@ impl RegistryClient {
         };
         let body: ListBody<'_> = serde_json::from_slice(&bytes).map_err(|e| {
             malformed(format!(
-                "not a JSON object ({e}): {}",
+                "not a JSON object ({}): {}",
+                self.http.excerpt(&e.to_string()),
                 self.http
                     .excerpt(&String::from_utf8_lossy(&bytes[..bytes.len().min(400)]))
             ))

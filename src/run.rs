@@ -90,29 +90,14 @@ fn finish(result: Result<u8, Error>) -> u8 {
     }
 }
 
-/// `text` with anything shaped like an API key (`ovi_…` up to whitespace or
-/// a quote) replaced. Errors that echo what the user typed (a key passed as
-/// a positional argument, to the wrong flag, or put in a URL variable) are
-/// reported before the key is known, so exact scrubbing cannot catch them.
+/// `text` with anything shaped like an API key (`ovi_…` up to whitespace,
+/// a quote or a control character) or a bearer token replaced: the shape
+/// rules every remote answer is scrubbed with ([`crate::secret::redact_shapes`]).
+/// Errors that echo what the user typed (a key passed as a positional
+/// argument, to the wrong flag, or put in a URL variable) are reported
+/// before the key is known, so scrubbing the key itself cannot catch them.
 fn redact_keys(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("ovi_") {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`'))
-            .unwrap_or(tail.len());
-        if end > "ovi_".len() {
-            out.push_str("ovi_[redacted]");
-            rest = &tail[end..];
-        } else {
-            out.push_str("ovi_");
-            rest = &tail["ovi_".len()..];
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::secret::redact_shapes(text)
 }
 
 #[cfg(test)]
@@ -133,6 +118,19 @@ mod tests {
             redact_keys("must start with 'ovi_' (the key shape)"),
             "must start with 'ovi_' (the key shape)"
         );
-        assert_eq!(redact_keys("httpsovi_abc"), "httpsovi_[redacted]");
+        assert_eq!(redact_keys("httpsovi_abcdef"), "httpsovi_[redacted]");
+        assert_eq!(
+            redact_keys("the ovi_live_… key from the dashboard"),
+            "the ovi_live_… key from the dashboard",
+            "a hint's placeholder is not a key"
+        );
+        assert_eq!(
+            redact_keys("error: unexpected value 'Bearer ovi_live_abc' for '--network'"),
+            "error: unexpected value 'Bearer [redacted]' for '--network'"
+        );
+        assert_eq!(
+            redact_keys("invalid value 'bearer\tsk_abc123'"),
+            "invalid value 'bearer\t[redacted]'"
+        );
     }
 }

@@ -297,7 +297,8 @@ impl BeaconClient {
         };
         let body: ValidatorsBody<'_> = serde_json::from_slice(bytes).map_err(|e| {
             malformed(format!(
-                "{e}: {}",
+                "{}: {}",
+                self.http.excerpt(&e.to_string()),
                 self.http
                     .excerpt(&String::from_utf8_lossy(&bytes[..bytes.len().min(400)]))
             ))

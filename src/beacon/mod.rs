@@ -205,7 +205,8 @@ impl BeaconClient {
             url: display(&ep.url),
             call,
             detail: format!(
-                "{e}: {}",
+                "{}: {}",
+                self.http.excerpt(&e.to_string()),
                 self.http
                     .excerpt(&String::from_utf8_lossy(&bytes[..bytes.len().min(400)]))
             ),

@@ -58,7 +58,7 @@ impl Daemon {
 /// Starts the daemon; returns once the store is open and the ops listener is
 /// bound (the first reconcile runs in the background).
 pub async fn start(settings: Settings) -> Result<Daemon, Error> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_zeroes());
     let health = Arc::new(Health::new(
         (settings.watch.resync * 2).max(Duration::from_secs(300)),
     ));

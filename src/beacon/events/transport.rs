@@ -38,7 +38,8 @@ pub const EXCERPT_CHARS: usize = 64;
 /// when cut.
 pub fn excerpt(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(HEAD_BYTES)];
-    let text = String::from_utf8_lossy(head);
+    // Key and bearer shapes go before the cut, as everywhere.
+    let text = crate::secret::redact_shapes(&String::from_utf8_lossy(head));
     let mut chars = text.chars();
     let mut out: String = chars.by_ref().take(EXCERPT_CHARS).collect();
     if chars.next().is_some() || head.len() < bytes.len() {
