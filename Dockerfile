@@ -32,8 +32,11 @@ VOLUME ["/state"]
 EXPOSE 9464
 # Numeric, so Kubernetes' runAsNonRoot can verify it and hosts need no passwd entry.
 USER 65532:65532
-# No HEALTHCHECK: the image has no shell or curl, and the planned
-# `keysync probe` subcommand does not exist yet. deploy/docker-compose.yml
-# holds the check, commented out, to enable once it does.
+# The image has no shell or curl: keysync probes itself (GET /ready on
+# KEYSYNC_LISTEN, on loopback; exit 0 ready, 1 not). Ready also means the
+# beacon node is synced and every input reads: a long unhealthy spell is
+# worth a look, not a restart loop.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/usr/local/bin/keysync", "probe"]
 ENTRYPOINT ["/usr/local/bin/keysync"]
 CMD ["watch"]

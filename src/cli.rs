@@ -39,6 +39,9 @@ pub enum Command {
     /// Start a local simulator (beacon node + Optimum) and run `watch --apply`
     /// against it, with a scripted chain so you can watch keysync work.
     Demo(DemoArgs),
+    /// Exit 0 when a running daemon answers /ready with 200, else 1 (for a
+    /// container healthcheck: the image has no shell or curl).
+    Probe(ProbeArgs),
 }
 
 impl Command {
@@ -47,7 +50,7 @@ impl Command {
             Command::Show(c) | Command::Diff(c) => Some(c),
             Command::Sync(s) => Some(&s.common),
             Command::Watch(w) => Some(&w.common),
-            Command::Demo(_) => None,
+            Command::Demo(_) | Command::Probe(_) => None,
         }
     }
 
@@ -58,6 +61,7 @@ impl Command {
             Command::Sync(_) => "sync",
             Command::Watch(_) => "watch",
             Command::Demo(_) => "demo",
+            Command::Probe(_) => "probe",
         }
     }
 }
@@ -215,6 +219,18 @@ pub struct WatchArgs {
     /// [default: 12000]
     #[arg(long, env = "KEYSYNC_SLOT_MS", value_name = "MS")]
     pub slot_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// The daemon's --listen address; an unspecified host (0.0.0.0, ::)
+    /// is probed on loopback [default: 127.0.0.1:9464]
+    #[arg(long, env = "KEYSYNC_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -62,6 +62,11 @@ const CATALOGUE: &[(&str, &str, &str)] = &[
         "Slots the beacon node's head trailed the wall clock at the last check.",
     ),
     (
+        "keysync_store_rolled_back",
+        "gauge",
+        "1 when the state store could not prove at start that it was current and was moved aside and rebuilt empty (inputs read afresh); see the error log.",
+    ),
+    (
         "keysync_source_errors_total",
         "counter",
         "Input files that failed to parse (last good content kept).",

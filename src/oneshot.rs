@@ -31,7 +31,7 @@ pub async fn run(command: &Command, settings: &Settings) -> Result<u8, Error> {
         Command::Show(_) => show(settings).await,
         Command::Diff(_) => sync(settings, None).await,
         Command::Sync(args) => sync(settings, Some(args)).await,
-        Command::Watch(_) | Command::Demo(_) => {
+        Command::Watch(_) | Command::Demo(_) | Command::Probe(_) => {
             Err(Error::Runtime("not a one-shot command".into()))
         }
     }
@@ -50,7 +50,7 @@ async fn show(settings: &Settings) -> Result<u8, Error> {
 /// `diff` (args = None) and `sync`.
 async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error> {
     let started = std::time::Instant::now();
-    let content = sources::read_all(&settings.inputs)?;
+    let content = sources::read_all(&settings.inputs, settings.allow_empty)?;
     let t_inputs = started.elapsed();
     let rec = Reconciler::connect(settings, None).await?;
     rec.check_beacon().await?;

@@ -47,6 +47,9 @@ pub fn run(args: Vec<OsString>) -> u8 {
         .map(|(_, m)| m.clone())
         .unwrap_or_default();
 
+    if let Command::Probe(p) = &cli.command {
+        return crate::watch::ops::probe(p);
+    }
     crate::alloc::tune();
     if let Command::Demo(d) = &cli.command {
         logging::init(if d.log_format == "json" {

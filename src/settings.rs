@@ -695,7 +695,7 @@ fn resolve_key(r: &Resolver<'_>, c: &Common) -> Result<Secret, ConfigError> {
         (None, None) => {
             return Err(cfg_err(
                 "KEYSYNC_API_KEY",
-                "is required (or KEYSYNC_API_KEY_FILE): the ovi_live_* key from the Optimum partners dashboard",
+                "is required (or KEYSYNC_API_KEY_FILE): the ovi_live_… key from the Optimum partners dashboard",
             ))
         }
         (Some((_, ko)), Some((_, fo))) if rank(&ko) == rank(&fo) => {
@@ -727,15 +727,20 @@ fn resolve_key(r: &Resolver<'_>, c: &Common) -> Result<Secret, ConfigError> {
     Ok(Secret::new(value))
 }
 
+/// The key file: a regular file (links followed) of at most 64 KiB, as
+/// inputs are read: a FIFO, directory or device is an error naming the
+/// file, and never blocks or reads without bound.
 fn read_key_file(path: &Path, origin: &Origin) -> Result<String, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    use crate::sources::file::{read_regular, MAX_KEY_FILE_BYTES};
+    let bytes = read_regular(path, MAX_KEY_FILE_BYTES).map_err(|e| {
+        // An I/O failure by its kind only ("permission denied"), as before.
+        let why = match e.io_kind() {
+            Some(kind) => kind.to_string(),
+            None => e.to_string(),
+        };
         cfg_err(
             origin,
-            format!(
-                "cannot read the API key file {}: {}",
-                path.display(),
-                e.kind()
-            ),
+            format!("cannot read the API key file {}: {why}", path.display()),
         )
     })?;
     let text = String::from_utf8(bytes).map_err(|_| {

@@ -681,3 +681,49 @@ async fn beacon_on_the_wrong_chain_is_skipped_and_the_preferred_one_comes_back()
     .await;
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exits_zero_only_while_the_daemon_is_ready() {
+    let sim = sim(16).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [1])).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    let listen = daemon.listen.to_string();
+    let probe = |listen: String| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+            .args(["probe", "--listen", &listen])
+            .env_clear()
+            .output()
+            .await
+            .expect("probe runs")
+    };
+    eventually("ready", T, || {
+        daemon.health.checks().iter().all(|(_, ok)| *ok)
+    })
+    .await;
+    let out = probe(listen.clone()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not ready: the beacon node goes away, the stream with it.
+    sim.stop_beacon().await;
+    eventually("not ready", T, || !daemon.health.stream_connected()).await;
+    let out = probe(listen.clone()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.stop().await.unwrap();
+    let out = probe(listen).await;
+    assert_eq!(out.status.code(), Some(1), "nothing listening");
+}

@@ -168,3 +168,42 @@ async fn tells_systemd_when_ready() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant_5_a_kill_mid_apply_then_a_broken_input_keeps_the_edit() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    let state = dir.join("state");
+    // Ours: 0..5 and 30. The edit drops 30 and adds 40.
+    let before: Vec<u64> = (0..5).chain([30]).collect();
+    let after: Vec<u64> = (0..5).chain([40]).collect();
+    std::fs::write(&file, pubkeys_text(&sim, before.clone())).unwrap();
+    for i in &before {
+        sim.seed_assignment(*i, "0x1", true);
+    }
+    let mut child = spawn_watch(&sim, &file, &state);
+    eventually("first pass done", T, || sim.count(Route::List) >= 1).await;
+    // Unassigns take long: the kill lands after 40's assign, before 30 goes.
+    sim.set_latency(Some(Route::Unassign), 3_000);
+    write_by_rename(&file, &pubkeys_text(&sim, after.clone()));
+    eventually("the edit's assign landed", T, || active(&sim).contains(&40)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(active(&sim).contains(&30), "killed before the unassign");
+
+    // At restart the file is broken (a truncate-then-write cut short).
+    std::fs::write(&file, "0xnot-a-pubkey\n").unwrap();
+    sim.set_latency(Some(Route::Unassign), 0);
+    let mut child = spawn_watch(&sim, &file, &state);
+    eventually("the edit completes from the saved input", T, || {
+        assert!(
+            active(&sim).contains(&40),
+            "the edit was undone: 40 unassigned"
+        );
+        active(&sim) == after
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

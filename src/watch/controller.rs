@@ -237,6 +237,9 @@ impl Controller {
             }
         }
 
+        // An input that cannot be read keeps its last good content; /ready
+        // names it until it reads again.
+        self.health.set_inputs_unreadable(self.inputs.unreadable());
         let t_inputs = started.elapsed();
         // 2. Beacon: every node is vetted again (chain, sync state) before
         // this pass uses its answers; at once, from the preferred node on,
@@ -474,8 +477,17 @@ impl Controller {
                     assigned: 0,
                     unassigned: 0,
                 };
+                // Save first: the input content this pass acts on is made
+                // durable (the journal's flush) before its first write, so a
+                // kill mid-apply followed by a broken input at restart
+                // keeps the edit instead of undoing it. No durable save, no
+                // write.
+                self.inputs.persist(&self.store);
                 if let Err(e) = self.store.journal_begin(&entry) {
-                    tracing::warn!(error = %e, "could not journal the apply");
+                    self.snapshot = Some(snapshot);
+                    return Err(Error::Store(format!(
+                        "cannot save the inputs and the apply journal before writing, so nothing was written: {e}"
+                    )));
                 }
                 journal = Some(entry);
             }

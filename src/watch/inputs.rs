@@ -1,11 +1,18 @@
 //! The daemon's view of its input files: the last good content of each.
 //!
-//! Owns safety invariant 1 for the daemon: a file that cannot be read or
+//! Owns safety invariant 1 for the daemon: an input that cannot be read or
 //! parsed keeps its last good content (from memory or the store), is logged
-//! and counted, and never shrinks the desired set. A zero-byte file is taken
-//! as being written (truncate-then-write) and ignored until it has content;
-//! to empty a list on purpose, leave a comment line in it. A file deleted
-//! from the drop directory is removed on purpose; a configured file that
+//! and counted, is listed in [`InputSet::failing`] (`/ready` says why), and
+//! never shrinks the desired set. "Cannot be read" includes what is not a
+//! regular file (a directory, FIFO, socket or device, a dangling or looping
+//! link) and a file over the size cap: nothing here blocks on a FIFO or
+//! reads without bound. A file with no entries and no comment line (zero
+//! bytes or whitespace) is taken as being written (truncate-then-write) and
+//! ignored until it has content; to empty a list on purpose, leave a
+//! comment line in it. A file deleted from the drop directory is removed on
+//! purpose, unless the directory itself is gone or lists no input file (a
+//! volume not mounted looks like that): then every last good content stands
+//! until it lists one again (or `--allow-empty`). A configured file that
 //! disappears is an error (its last content stands).
 
 use std::collections::BTreeMap;
@@ -14,7 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::domain::{Key, Pubkey};
 use crate::metrics::Metrics;
 use crate::settings::Inputs;
-use crate::sources::{self, Delta, SourceContent, SourceKind};
+use crate::sources::{self, Delta, SourceContent, SourceError, SourceKind};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -23,7 +30,6 @@ struct Entry {
     content: SourceContent,
     /// Whether `content` is trustworthy (parsed now or restored from the store).
     known: bool,
-    failing: bool,
     /// Parsed but not yet saved to the store (saved after the pass's writes).
     unsaved: bool,
 }
@@ -32,11 +38,23 @@ struct Entry {
 pub struct InputSet {
     inputs: Inputs,
     entries: BTreeMap<PathBuf, Entry>,
+    /// The inputs (and the drop directory) that cannot be used now, each
+    /// with the message that says why.
+    problems: BTreeMap<PathBuf, String>,
+    /// The drop directory has listed an input file, or its content was
+    /// restored: until then its validators are unknown.
+    dir_known: bool,
+    /// `--allow-empty`: a drop directory that lists no input file is empty
+    /// on purpose.
+    allow_empty: bool,
 }
 
 fn key(p: &Path) -> String {
     format!("file:{}", p.display())
 }
+
+/// How many problems `/ready` spells out; the rest are counted.
+const READY_PROBLEMS: usize = 5;
 
 impl InputSet {
     /// The configured inputs, with the last good content from the store.
@@ -50,11 +68,11 @@ impl InputSet {
                     kind,
                     known: stored.is_some(),
                     content: stored.unwrap_or_default(),
-                    failing: false,
                     unsaved: false,
                 },
             );
         }
+        let mut dir_known = inputs.input_dir.is_none();
         if let Some(dir) = &inputs.input_dir {
             let prefix = key(dir);
             for k in store.source_keys() {
@@ -62,13 +80,13 @@ impl InputSet {
                     let p = PathBuf::from(rest);
                     if k.starts_with(&prefix) && p.parent() == Some(dir.as_path()) {
                         if let Some(c) = store.load_source(&k) {
+                            dir_known = true;
                             entries.insert(
                                 p,
                                 Entry {
                                     kind: SourceKind::Detect,
                                     content: c,
                                     known: true,
-                                    failing: false,
                                     unsaved: false,
                                 },
                             );
@@ -77,7 +95,49 @@ impl InputSet {
                 }
             }
         }
-        InputSet { inputs, entries }
+        InputSet {
+            inputs,
+            entries,
+            problems: BTreeMap::new(),
+            dir_known,
+            allow_empty: false,
+        }
+    }
+
+    /// `--allow-empty`: a drop directory that lists no input file is taken
+    /// as empty on purpose (otherwise its last good content stands).
+    pub fn set_allow_empty(&mut self, allow: bool) {
+        self.allow_empty = allow;
+    }
+
+    /// The inputs that cannot be used now, each with why: unreadable, not
+    /// parsing, blank (being written?), or the drop directory missing or
+    /// listing nothing. Their last good content stands meanwhile.
+    pub fn failing(&self) -> Vec<(PathBuf, String)> {
+        self.problems
+            .iter()
+            .map(|(p, why)| (p.clone(), why.clone()))
+            .collect()
+    }
+
+    /// [`failing`](Self::failing) as one line for `/ready`
+    /// (`why.inputs_readable`); `None` when every input is fine.
+    pub fn unreadable(&self) -> Option<String> {
+        if self.problems.is_empty() {
+            return None;
+        }
+        let mut why: Vec<&str> = self
+            .problems
+            .values()
+            .take(READY_PROBLEMS)
+            .map(String::as_str)
+            .collect();
+        let more = self.problems.len().saturating_sub(READY_PROBLEMS);
+        let tail = format!("and {more} more");
+        if more > 0 {
+            why.push(&tail);
+        }
+        Some(why.join("; "))
     }
 
     /// The configured files and the drop directory.
@@ -107,105 +167,197 @@ impl InputSet {
     /// Re-reads every input (start, or a drop-dir listing is needed).
     pub fn reload_all(&mut self, store: &Store, metrics: &Metrics) {
         let mut paths: Vec<PathBuf> = self.entries.keys().cloned().collect();
-        if let Some(dir) = self.inputs.input_dir.clone() {
-            match sources::dir_files(&dir) {
-                Ok(files) => {
-                    // Stored entries whose file is gone were deleted while we were down.
-                    let gone: Vec<PathBuf> = self
-                        .entries
-                        .iter()
-                        .filter(|(p, e)| e.kind == SourceKind::Detect && !files.contains(p))
-                        .map(|(p, _)| p.clone())
-                        .collect();
-                    paths.extend(gone);
-                    paths.extend(files);
-                }
-                Err(e) => {
-                    metrics.inc("keysync_source_errors_total", &[]);
-                    tracing::error!(error = %e, "cannot list the input directory; its last good content stands");
-                }
-            }
-        }
+        // Entries whose file is gone were deleted while we were down, or the
+        // directory is not there (then they stand).
+        let listing = self.check_dir(metrics);
+        let dir_ok = listing.is_some();
+        paths.extend(listing.unwrap_or_default());
         paths.sort();
         paths.dedup();
         for p in paths {
             // The caller rebuilds from the whole content after this.
-            let _ = self.reload(&p, store, metrics);
+            let _ = self.reload_one(&p, store, metrics, Some(dir_ok));
         }
+        self.report(metrics);
     }
 
     /// Re-reads one path after a change. Returns how its content changed,
     /// if it did.
     pub fn reload(&mut self, path: &Path, store: &Store, metrics: &Metrics) -> Option<Delta> {
-        let in_dir = self
-            .inputs
+        let delta = self.reload_one(path, store, metrics, None);
+        self.report(metrics);
+        delta
+    }
+
+    /// `keysync_inputs_failing`: how many inputs cannot be used now.
+    fn report(&self, metrics: &Metrics) {
+        metrics.set("keysync_inputs_failing", &[], self.problems.len() as f64);
+    }
+
+    fn in_dir(&self, path: &Path) -> bool {
+        self.inputs
             .input_dir
             .as_deref()
-            .is_some_and(|d| path.parent() == Some(d));
+            .is_some_and(|d| path.parent() == Some(d))
+    }
+
+    /// `dir_ok`: whether the drop directory was just listed with an input
+    /// in it (`None`: list it if that matters).
+    fn reload_one(
+        &mut self,
+        path: &Path,
+        store: &Store,
+        metrics: &Metrics,
+        dir_ok: Option<bool>,
+    ) -> Option<Delta> {
+        let in_dir = self.in_dir(path);
         let kind = match self.entries.get(path) {
             Some(e) => e.kind,
             None if in_dir => SourceKind::Detect,
             None => return None,
         };
-        let exists = std::fs::metadata(path);
-        if kind == SourceKind::Detect
-            && matches!(&exists, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        {
-            let removed = self.entries.remove(path)?;
-            tracing::info!(path = %path.display(), "input file removed from the drop directory");
-            if let Err(e) = store.remove_source(&key(path)) {
-                tracing::warn!(error = %e, "cannot forget a removed input in the store");
+        // The name itself is gone (not a link whose target is gone).
+        let gone = matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if in_dir && gone {
+            self.problems.remove(path);
+            if !self.entries.contains_key(path) {
+                return None;
             }
-            return Some(Delta {
+            // Removed on purpose only if the directory is there and lists
+            // an input: a volume not mounted must not read as "no keys".
+            let dir_ok = dir_ok.unwrap_or_else(|| self.check_dir(metrics).is_some());
+            if !dir_ok {
+                return None;
+            }
+            return self.forget(path, store).map(|removed| Delta {
                 added: SourceContent::default(),
-                removed: removed.content,
+                removed,
             });
         }
-        if exists.as_ref().is_ok_and(|m| !m.is_file()) {
-            return None;
-        }
-        if exists.as_ref().is_ok_and(|m| m.len() == 0) {
-            tracing::warn!(path = %path.display(), "input file is empty (being written?); keeping its last good content. To empty a list on purpose, leave a comment line in it");
-            return None;
-        }
-        let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
-            kind,
-            content: SourceContent::default(),
-            known: false,
-            failing: false,
-            unsaved: false,
-        });
-        match sources::read(kind, path) {
+        let read = if in_dir {
+            sources::read_dropped(path)
+        } else {
+            sources::read(kind, path)
+        };
+        match read {
             Ok(content) => {
-                if entry.failing {
-                    tracing::info!(path = %path.display(), "input file parses again");
+                if self.problems.remove(path).is_some() {
+                    tracing::info!(path = %path.display(), "input file can be used again");
                 }
+                let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
+                    kind,
+                    content: SourceContent::default(),
+                    known: false,
+                    unsaved: false,
+                });
                 // An entry never known holds no content: all of it is added.
-                let delta = content.delta_from(&entry.content);
+                let mut delta = content.delta_from(&entry.content);
                 let changed = !entry.known || !delta.is_empty();
-                entry.failing = false;
                 entry.known = true;
-                if !changed {
-                    return None;
+                if changed {
+                    tracing::info!(
+                        path = %path.display(),
+                        entries = content.len(),
+                        added = delta.added.len(),
+                        removed = delta.removed.len(),
+                        "input file loaded"
+                    );
+                    entry.content = content;
+                    entry.unsaved = true;
                 }
-                tracing::info!(
-                    path = %path.display(),
-                    entries = content.len(),
-                    added = delta.added.len(),
-                    removed = delta.removed.len(),
-                    "input file loaded"
+                // A file read in a directory that listed nothing: it lists
+                // something now, and what it no longer has is removed.
+                if in_dir && dir_ok.is_none() && self.problems.contains_key(self.dir()) {
+                    if let Some(files) = self.check_dir(metrics) {
+                        for gone in self.gone_from_dir(&files) {
+                            if let Some(removed) = self.forget(&gone, store) {
+                                delta.removed.extend(&removed);
+                            }
+                        }
+                    }
+                }
+                (changed || !delta.is_empty()).then_some(delta)
+            }
+            Err(SourceError::Blank { .. }) => {
+                tracing::warn!(path = %path.display(), "input file has no entries and no comment line (being written?); keeping its last good content. To empty a list on purpose, leave a comment line in it");
+                self.problems.insert(
+                    path.to_path_buf(),
+                    format!(
+                        "{}: has no entries and no comment line (being written?); its last good content stands; to empty it on purpose, leave a comment line in it",
+                        path.display()
+                    ),
                 );
-                entry.content = content;
-                entry.unsaved = true;
-                Some(delta)
+                None
             }
             Err(e) => {
-                entry.failing = true;
+                let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
+                    kind,
+                    content: SourceContent::default(),
+                    known: false,
+                    unsaved: false,
+                });
                 metrics.inc("keysync_source_errors_total", &[]);
-                tracing::error!(error = %e, kept = entry.content.len(), "input file cannot be used; keeping its last good content");
+                tracing::error!(error = %e, path = %path.display(), kept = entry.content.len(), "input file cannot be used; keeping its last good content");
+                self.problems.insert(path.to_path_buf(), e.to_string());
                 None
             }
         }
+    }
+
+    /// The drop directory (only called when there is one).
+    fn dir(&self) -> &Path {
+        self.inputs.input_dir.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Lists the drop directory: its input files, or `None` (the error
+    /// recorded, logged and counted) when it is missing, unreadable or lists
+    /// no input file without `--allow-empty`. No drop directory: `Some([])`.
+    fn check_dir(&mut self, metrics: &Metrics) -> Option<Vec<PathBuf>> {
+        let Some(dir) = self.inputs.input_dir.clone() else {
+            return Some(Vec::new());
+        };
+        let failed = match sources::dir_files(&dir) {
+            Ok(files) if !files.is_empty() || self.allow_empty => {
+                if self.problems.remove(&dir).is_some() {
+                    tracing::info!(dir = %dir.display(), "the drop directory lists input files again");
+                }
+                self.dir_known = true;
+                return Some(files);
+            }
+            Ok(_) => SourceError::EmptyDir { path: dir.clone() },
+            Err(e) => e,
+        };
+        let kept = self
+            .entries
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir.as_path()))
+            .count();
+        metrics.inc("keysync_source_errors_total", &[]);
+        tracing::error!(error = %failed, kept_files = kept, "the drop directory cannot be used; the last good content of its files stands");
+        self.problems.insert(dir, failed.to_string());
+        None
+    }
+
+    /// Drop-directory entries whose file is not in `files`.
+    fn gone_from_dir(&self, files: &[PathBuf]) -> Vec<PathBuf> {
+        self.entries
+            .iter()
+            .filter(|(p, e)| {
+                e.kind == SourceKind::Detect && self.in_dir(p) && files.binary_search(p).is_err()
+            })
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Drops a drop-directory entry whose file was deleted; its content.
+    fn forget(&mut self, path: &Path, store: &Store) -> Option<SourceContent> {
+        let removed = self.entries.remove(path)?;
+        self.problems.remove(path);
+        tracing::info!(path = %path.display(), "input file removed from the drop directory");
+        if let Err(e) = store.remove_source(&key(path)) {
+            tracing::warn!(error = %e, "cannot forget a removed input in the store");
+        }
+        Some(removed.content)
     }
 
     /// Saves the last good content of inputs that changed. Called after the
@@ -244,9 +396,37 @@ impl InputSet {
     }
 
     /// False while some input has never parsed (first start with a broken
-    /// or missing file): unassigns must wait, since that input's validators
-    /// are unknown.
+    /// or missing file), or the drop directory has never listed an input
+    /// file: unassigns must wait, since those validators are unknown.
     pub fn complete(&self) -> bool {
-        self.entries.values().all(|e| e.known)
+        self.dir_known && self.entries.values().all(|e| e.known)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_says_why_for_the_first_five_and_counts_the_rest() {
+        let mut set = InputSet {
+            inputs: Inputs::default(),
+            entries: BTreeMap::new(),
+            problems: BTreeMap::new(),
+            dir_known: true,
+            allow_empty: false,
+        };
+        assert_eq!(set.unreadable(), None);
+        for i in 0..7 {
+            set.problems.insert(
+                PathBuf::from(format!("/in/{i}")),
+                format!("/in/{i}: broken"),
+            );
+        }
+        assert_eq!(
+            set.unreadable().unwrap(),
+            "/in/0: broken; /in/1: broken; /in/2: broken; /in/3: broken; /in/4: broken; and 2 more"
+        );
+        assert_eq!(set.failing().len(), 7);
     }
 }

@@ -14,6 +14,7 @@ pub mod stream;
 pub mod trigger;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,8 +65,25 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let store = Store::open(&settings.watch.data_dir, &settings.chain_id)
-        .map_err(|e| Error::Store(e.to_string()))?;
+    // Off the runtime: it may wait out another process's lock (5 s at most)
+    // and reads the whole store to prove it current.
+    let store = {
+        let dir = settings.watch.data_dir.clone();
+        let chain = settings.chain_id.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir, &chain))
+            .await
+            .map_err(|e| Error::Store(format!("opening the state store failed: {e}")))?
+            .map_err(|e| Error::Store(e.to_string()))?
+    };
+    metrics.set(
+        "keysync_store_rolled_back",
+        &[],
+        if store.opened().is_rolled_back() {
+            1.0
+        } else {
+            0.0
+        },
+    );
     health.set_store(true);
     if let Some(j) = store.journal() {
         tracing::warn!(
@@ -90,13 +108,14 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             message: format!("cannot listen on {}: {e}", settings.watch.listen),
         })
     })?;
-    tracing::info!(listen = %listen, data_dir = %settings.watch.data_dir.display(), apply = settings.watch.apply, "keysync watch starting");
+    tracing::info!(listen = %listen, data_dir = %settings.watch.data_dir.display(), apply = settings.watch.apply, store = %store.opened(), "keysync watch starting");
     if !settings.watch.apply {
         tracing::warn!("shadow mode: plans are logged and exposed in /metrics, nothing is written (add --apply to write)");
     }
 
     let (tx, rx) = trigger::channel();
-    let inputs = InputSet::restore(settings.inputs.clone(), &store);
+    let mut inputs = InputSet::restore(settings.inputs.clone(), &store);
+    inputs.set_allow_empty(settings.allow_empty);
     let watcher = watch_files(&inputs, tx.clone())?;
     let cache = store.load_cache();
     tracing::info!(cached_validators = cache.len(), "chain cache loaded");
@@ -211,26 +230,32 @@ async fn resync_timer(every: Duration, tx: Triggers, mut shutdown: watch::Receiv
     }
 }
 
-/// Watches the input files' directories; every relevant change is a trigger.
+/// Watches the input files' directories, and the directory of what each
+/// configured file resolves to; every relevant change is a trigger.
 fn watch_files(
     inputs: &InputSet,
     tx: Triggers,
 ) -> Result<Option<notify::RecommendedWatcher>, Error> {
-    let dirs = inputs.watch_dirs();
+    let filter = InputFilter::from(inputs);
+    let mut dirs = inputs.watch_dirs();
+    dirs.extend(filter.resolved_dirs());
+    dirs.sort();
+    dirs.dedup();
     if dirs.is_empty() {
         return Ok(None);
     }
-    let filter = InputFilter::from(inputs);
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
                 if matches!(ev.kind, notify::EventKind::Access(_)) {
                     return;
                 }
-                for p in ev.paths {
-                    if filter.matches(&p) {
-                        tx.send(Trigger::Source(p));
-                    }
+                let mut changed: Vec<PathBuf> =
+                    ev.paths.iter().flat_map(|p| filter.changed(p)).collect();
+                changed.sort();
+                changed.dedup();
+                for p in changed {
+                    tx.send(Trigger::Source(p));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
@@ -247,29 +272,98 @@ fn watch_files(
     Ok(Some(watcher))
 }
 
-/// A copy of which paths are inputs, for the watcher's thread.
+/// Which input paths an event on a path stands for, for the watcher's
+/// thread.
+///
+/// A configured file changes when its own entry changes, when what it
+/// resolves to changes (a symlink into another directory), and — mounted
+/// from a Kubernetes ConfigMap or Secret — when the kubelet swaps the
+/// `..data` symlink its entry points through: the kubelet's atomic writer
+/// writes a new `..<timestamp>` directory, then renames `..data_tmp` over
+/// `..data`; no event ever names the file itself. Its hidden `..` entries
+/// therefore stand for every input in their directory. Anything missed
+/// (a bind mount replaced underneath) is caught by the resync's re-read.
 struct InputFilter {
-    files: Vec<std::path::PathBuf>,
-    dir: Option<std::path::PathBuf>,
+    files: Vec<PathBuf>,
+    /// What each configured file resolved to at start, when it is
+    /// elsewhere: (resolved path, configured path).
+    resolved: Vec<(PathBuf, PathBuf)>,
+    dir: Option<PathBuf>,
 }
 
 impl InputFilter {
     fn from(inputs: &InputSet) -> Self {
         let (files, dir) = inputs.paths();
-        InputFilter { files, dir }
+        let resolved = files
+            .iter()
+            .filter_map(|f| {
+                let r = std::fs::canonicalize(f).ok()?;
+                let plain = std::path::absolute(f).ok()?;
+                (r != plain).then_some((r, f.clone()))
+            })
+            .collect();
+        InputFilter {
+            files,
+            resolved,
+            dir,
+        }
     }
 
-    fn matches(&self, p: &std::path::Path) -> bool {
-        if self.files.iter().any(|f| f == p) {
-            return true;
-        }
-        match (&self.dir, p.parent(), p.file_name()) {
-            (Some(d), Some(parent), Some(name)) => {
-                parent == d && !crate::sources::is_ignored_name(&name.to_string_lossy())
-            }
-            _ => false,
-        }
+    /// Directories of the resolved targets (watched too).
+    fn resolved_dirs(&self) -> Vec<PathBuf> {
+        self.resolved
+            .iter()
+            .filter_map(|(r, _)| r.parent().map(Path::to_path_buf))
+            .collect()
     }
+
+    /// The input paths an event on `p` may have changed.
+    fn changed(&self, p: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if self.files.iter().any(|f| f == p) {
+            out.push(p.to_path_buf());
+        }
+        out.extend(
+            self.resolved
+                .iter()
+                .filter(|(r, _)| r == p)
+                .map(|(_, f)| f.clone()),
+        );
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return out;
+        };
+        let name = name.to_string_lossy();
+        if is_kubelet_entry(&name) {
+            out.extend(self.files.iter().filter(|f| same_dir(f, parent)).cloned());
+            if self.dir.as_deref() == Some(parent) {
+                // Every entry of a mounted drop directory may have changed.
+                if let Ok(list) = std::fs::read_dir(parent) {
+                    out.extend(list.flatten().map(|e| e.path()).filter(|e| {
+                        e.file_name()
+                            .is_some_and(|n| !crate::sources::is_ignored_name(&n.to_string_lossy()))
+                    }));
+                }
+            }
+        } else if self.dir.as_deref() == Some(parent) && !crate::sources::is_ignored_name(&name) {
+            out.push(p.to_path_buf());
+        }
+        out
+    }
+}
+
+/// The kubelet's atomic writer's own entries: `..data`, `..data_tmp`,
+/// `..<timestamp>`.
+fn is_kubelet_entry(name: &str) -> bool {
+    name.starts_with("..") && name.len() > 2
+}
+
+/// Whether configured file `f` sits in directory `dir`.
+fn same_dir(f: &Path, dir: &Path) -> bool {
+    let parent = f
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent == dir
 }
 
 /// Tells systemd (Type=notify) about our state; a no-op elsewhere.

@@ -2,8 +2,9 @@
 //!
 //! Owns the readiness rule (store open, event stream connected, last
 //! reconcile succeeded recently, no removal held for want of a synced
-//! beacon node) and the shared [`Health`] flags the other components set;
-//! `/ready` says why it is not. Exposes no secret and accepts no writes.
+//! beacon node, every input readable) and the shared [`Health`] flags the
+//! other components set; `/ready` says why it is not. Exposes no secret
+//! and accepts no writes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,8 @@ pub struct Health {
     last_pass_ok: AtomicBool,
     /// Why the last pass held removals for want of a synced beacon node.
     beacon_unsynced: Mutex<Option<String>>,
+    /// Why some input cannot be used (its last good content stands).
+    inputs_unreadable: Mutex<Option<String>>,
     /// How recent the last success must be for `/ready`.
     pub fresh_for: Duration,
 }
@@ -45,6 +48,7 @@ impl Health {
             last_success: Mutex::new(None),
             last_pass_ok: AtomicBool::new(false),
             beacon_unsynced: Mutex::new(None),
+            inputs_unreadable: Mutex::new(None),
             fresh_for,
         }
     }
@@ -76,12 +80,22 @@ impl Health {
         lock(&self.beacon_unsynced).clone()
     }
 
+    /// Records whether some input cannot be used, and why (see
+    /// `InputSet::unreadable`).
+    pub fn set_inputs_unreadable(&self, why: Option<String>) {
+        *lock(&self.inputs_unreadable) = why;
+    }
+
+    pub fn inputs_unreadable(&self) -> Option<String> {
+        lock(&self.inputs_unreadable).clone()
+    }
+
     pub fn last_event_age(&self) -> Option<Duration> {
         lock(&self.last_event).map(|t| t.elapsed())
     }
 
     /// The readiness checks, each true when fine.
-    pub fn checks(&self) -> [(&'static str, bool); 4] {
+    pub fn checks(&self) -> [(&'static str, bool); 5] {
         let recent = lock(&self.last_success).is_some_and(|t| t.elapsed() <= self.fresh_for);
         [
             ("store_open", self.store_open.load(Ordering::Relaxed)),
@@ -91,6 +105,7 @@ impl Health {
                 recent && self.last_pass_ok.load(Ordering::Relaxed),
             ),
             ("beacon_synced", lock(&self.beacon_unsynced).is_none()),
+            ("inputs_readable", lock(&self.inputs_unreadable).is_none()),
         ]
     }
 }
@@ -112,8 +127,15 @@ async fn ready(State(s): State<Ops>) -> impl IntoResponse {
         "ready": ok,
         "checks": checks.iter().map(|(k, v)| (k.to_string(), serde_json::Value::Bool(*v))).collect::<serde_json::Map<_, _>>(),
     });
-    if let Some(why) = s.health.beacon_unsynced() {
-        body["why"] = serde_json::json!({ "beacon_synced": why });
+    let mut why = serde_json::Map::new();
+    if let Some(w) = s.health.beacon_unsynced() {
+        why.insert("beacon_synced".into(), w.into());
+    }
+    if let Some(w) = s.health.inputs_unreadable() {
+        why.insert("inputs_readable".into(), w.into());
+    }
+    if !why.is_empty() {
+        body["why"] = why.into();
     }
     let code = if ok {
         StatusCode::OK
@@ -136,6 +158,56 @@ async fn metrics(State(s): State<Ops>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
+}
+
+/// `keysync probe`: 0 when the daemon at `--listen` answers `GET /ready`
+/// with 200, else 1 (Docker's healthcheck convention), saying why on
+/// stderr. Plain blocking I/O with a deadline: no runtime to start.
+pub fn probe(args: &crate::cli::ProbeArgs) -> u8 {
+    use std::io::{Read, Write};
+    let listen = args
+        .listen
+        .as_deref()
+        .unwrap_or(crate::settings::DEFAULT_LISTEN);
+    let mut addr: SocketAddr = match listen.trim().parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!(
+                "keysync probe: --listen {listen:?} is not an address such as 127.0.0.1:9464"
+            );
+            return 1;
+        }
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        write!(s, "GET /ready HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut head = Vec::new();
+        s.take(4096).read_to_end(&mut head)?;
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    })();
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => 0,
+        Ok(text) => {
+            let status = text.lines().next().unwrap_or("no answer");
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+            eprintln!("keysync probe: {addr} is not ready: {status} {body}");
+            1
+        }
+        Err(e) => {
+            eprintln!("keysync probe: cannot reach {addr}: {e}");
+            1
+        }
+    }
 }
 
 /// Binds `addr` (port 0 picks one) and serves until `shutdown`.

@@ -1,17 +1,30 @@
 //! Input sources: the files that say which validators an operator owns.
 //!
-//! Owns parsing of every input format — pubkeys list, index list, records
-//! JSON, and (for the drop directory) EIP-2335 keystores and deposit data —
-//! into one [`SourceContent`]. Errors name the file and the line or array
-//! element at fault. Does no network I/O and never decides what to do with a
-//! broken file: one-shot commands fail, the daemon keeps the last good content.
+//! Owns reading and parsing every input format — pubkeys list, index list,
+//! records JSON, and (for the drop directory) EIP-2335 keystores and deposit
+//! data — into one [`SourceContent`]. Errors name the file and the line or
+//! array element at fault. Does no network I/O and never decides what to do
+//! with a broken file: one-shot commands fail, the daemon keeps the last good
+//! content.
+//!
+//! An input is readable or refused (safety invariant 1): it must be a
+//! regular file (links followed) of at most [`MAX_INPUT_BYTES`]; anything
+//! else — a directory, FIFO, socket or device, a dangling or looping link,
+//! a drop directory that is missing or lists nothing — is an error naming
+//! the path, never an empty input ([`file`]). A file with no entries and no
+//! comment line is [`SourceError::Blank`]: whitespace is not intent. Parsing
+//! stays within about the file's own size again ([`text`], [`json`]).
+
+pub mod file;
+mod json;
+mod text;
+
+pub use file::{FileError, MAX_INPUT_BYTES, MAX_KEY_FILE_BYTES};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use crate::domain::{decimal, ChainId, Pubkey, ValidatorIndex};
+use crate::domain::{ChainId, Pubkey, ValidatorIndex};
 
 /// What format a source file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,18 +148,46 @@ pub enum Location {
 /// A source that could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
+    /// The file is not a readable regular file within the size cap.
+    #[error("{}: cannot read: {source}", .path.display())]
+    Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: FileError,
     },
+    /// A drop-directory entry that is a directory.
+    #[error("{}: cannot read: it is a directory, not a regular file (the drop directory's subdirectories are not read: move its files up, or start its name with '.')", .path.display())]
+    Subdirectory { path: PathBuf },
+    /// The drop directory cannot be listed (missing, not a directory, …).
+    #[error("{}: cannot list the drop directory: {message}", .path.display())]
+    Dir { path: PathBuf, message: String },
+    /// The drop directory lists no input file: a volume not mounted looks
+    /// just like this, so it is not taken as "no validators".
+    #[error("{}: the drop directory has no input file (a volume not mounted?); to empty it on purpose, leave a file with a comment line in it, or pass --allow-empty", .path.display())]
+    EmptyDir { path: PathBuf },
+    /// No entries and no comment line: whitespace is not intent.
+    #[error("{}: has no entries and no comment line (still being written?); to empty a list on purpose, leave a comment line in it (a JSON input: []), or pass --allow-empty", .path.display())]
+    Blank { path: PathBuf },
     #[error("{path}{at}: {message}")]
     Parse {
         path: PathBuf,
         at: At,
         message: String,
     },
+}
+
+impl SourceError {
+    /// The file or directory at fault.
+    pub fn path(&self) -> &Path {
+        match self {
+            SourceError::Read { path, .. }
+            | SourceError::Subdirectory { path }
+            | SourceError::Dir { path, .. }
+            | SourceError::EmptyDir { path }
+            | SourceError::Blank { path }
+            | SourceError::Parse { path, .. } => path,
+        }
+    }
 }
 
 /// Renders a [`Location`] as `:12`, `[3]`, `:4:7` or nothing.
@@ -172,16 +213,38 @@ fn err(path: &Path, at: Location, message: impl Into<String>) -> SourceError {
     }
 }
 
-/// Reads and parses one source file.
+/// Reads and parses one source file, at most [`MAX_INPUT_BYTES`].
 pub fn read(kind: SourceKind, path: &Path) -> Result<SourceContent, SourceError> {
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+    read_capped(kind, path, MAX_INPUT_BYTES)
+}
+
+/// [`read`] with another size cap.
+pub fn read_capped(
+    kind: SourceKind,
+    path: &Path,
+    limit: u64,
+) -> Result<SourceContent, SourceError> {
+    let bytes = file::read_regular(path, limit).map_err(|source| SourceError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     parse(kind, path, &bytes)
 }
 
-/// Parses the bytes of a source; `path` only names it in errors.
+/// Reads a drop-directory entry: as [`read`], a subdirectory named as such.
+pub fn read_dropped(path: &Path) -> Result<SourceContent, SourceError> {
+    read(SourceKind::Detect, path).map_err(|e| match e {
+        SourceError::Read {
+            path,
+            source: FileError::NotRegular(file::FileType::Directory),
+        } => SourceError::Subdirectory { path },
+        other => other,
+    })
+}
+
+/// Parses the bytes of a source; `path` only names it in errors. A text
+/// with no entries and no comment line (empty, or whitespace only) is
+/// [`SourceError::Blank`].
 pub fn parse(kind: SourceKind, path: &Path, bytes: &[u8]) -> Result<SourceContent, SourceError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
@@ -191,177 +254,17 @@ pub fn parse(kind: SourceKind, path: &Path, bytes: &[u8]) -> Result<SourceConten
             + 1;
         err(path, Location::Line(line), "not UTF-8 text")
     })?;
+    if text.trim().is_empty() {
+        return Err(SourceError::Blank {
+            path: path.to_path_buf(),
+        });
+    }
     match kind {
-        SourceKind::Pubkeys => parse_pubkeys(path, text),
-        SourceKind::IndexList => parse_index_list(path, text),
-        SourceKind::Records => parse_records(path, text),
+        SourceKind::Pubkeys => text::parse_pubkeys(path, text),
+        SourceKind::IndexList => text::parse_index_list(path, text),
+        SourceKind::Records => json::parse_records(path, text),
         SourceKind::Detect => parse_detect(path, text),
     }
-}
-
-/// The meaningful lines of a text list: `(line number, content)`, with blank
-/// lines and `#` comments (whole-line or trailing) removed.
-fn significant_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().filter_map(|(i, raw)| {
-        let content = raw.split('#').next().unwrap_or("").trim();
-        (!content.is_empty()).then_some((i + 1, content))
-    })
-}
-
-/// Lists at least this long are parsed in two halves at once.
-const PARALLEL_PARSE: usize = 1 << 20;
-
-fn parse_pubkeys(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
-    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-    let pubkeys = if text.len() >= PARALLEL_PARSE && two_cores {
-        // Cut after a newline (an ASCII byte, so a char boundary) near the middle.
-        let mid = text.len() / 2;
-        let cut = text.as_bytes()[mid..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(text.len(), |at| mid + at + 1);
-        let (first, second) = text.split_at(cut);
-        let (a, b) = std::thread::scope(|s| {
-            let b = s.spawn(|| pubkey_lines(path, second));
-            (pubkey_lines(path, first), b.join())
-        });
-        // A panic in the helper thread is a bug here, not bad input: pass it on.
-        let b = b.unwrap_or_else(|p| std::panic::resume_unwind(p));
-        // The first error in file order wins; the second half's lines are
-        // counted from the cut.
-        let mut pubkeys = a?;
-        pubkeys.extend(b.map_err(|e| match e {
-            SourceError::Parse {
-                path,
-                at: At(Location::Line(line)),
-                message,
-            } => {
-                let before = first.bytes().filter(|b| *b == b'\n').count();
-                SourceError::Parse {
-                    path,
-                    at: At(Location::Line(before + line)),
-                    message,
-                }
-            }
-            other => other,
-        })?);
-        pubkeys
-    } else {
-        pubkey_lines(path, text)?
-    };
-    Ok(SourceContent {
-        pubkeys,
-        ..Default::default()
-    })
-}
-
-/// The pubkeys of the lines of `text`.
-fn pubkey_lines(path: &Path, text: &str) -> Result<Vec<Pubkey>, SourceError> {
-    // One line is 96 to 98 characters and a newline: one allocation.
-    let mut out = Vec::with_capacity(text.len() / 97);
-    for (line, s) in significant_lines(text) {
-        let pk = s
-            .parse::<Pubkey>()
-            .map_err(|e| err(path, Location::Line(line), format!("{e}: {s:?}")))?;
-        out.push(pk);
-    }
-    Ok(out)
-}
-
-/// Plain ASCII decimal digits only: `4_2`, `+5`, `-1`, `1.0` and non-ASCII
-/// digits are errors, so a typo never becomes a plausible index.
-fn parse_index(s: &str) -> Result<ValidatorIndex, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        decimal(s).ok_or_else(|| format!("validator index out of range: {s:?}"))
-    } else {
-        Err(format!(
-            "not a validator index (plain decimal digits only): {s:?}"
-        ))
-    }
-}
-
-fn parse_index_list(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
-    let mut out = SourceContent::default();
-    for (line, s) in significant_lines(text) {
-        out.indices
-            .push(parse_index(s).map_err(|m| err(path, Location::Line(line), m))?);
-    }
-    Ok(out)
-}
-
-fn parse_json(path: &Path, text: &str) -> Result<Value, SourceError> {
-    serde_json::from_str(text).map_err(|e| {
-        err(
-            path,
-            Location::LineColumn(e.line(), e.column()),
-            format!("invalid JSON: {e}"),
-        )
-    })
-}
-
-fn parse_records(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
-    let value = parse_json(path, text)?;
-    let Value::Array(rows) = value else {
-        return Err(err(
-            path,
-            Location::File,
-            "must be a JSON array of validator records",
-        ));
-    };
-    records_from(path, &rows)
-}
-
-fn records_from(path: &Path, rows: &[Value]) -> Result<SourceContent, SourceError> {
-    let mut out = SourceContent::default();
-    for (i, row) in rows.iter().enumerate() {
-        let at = || Location::Element(i);
-        let Value::Object(obj) = row else {
-            return Err(err(path, at(), "is not an object"));
-        };
-        // A JSON integer only: a bool, a float (even 1.0), a string or a
-        // negative number is an error, never coerced into an index.
-        let validator_index = match obj.get("validator_index") {
-            Some(Value::Number(n)) if n.is_u64() => n.as_u64().unwrap_or_default(),
-            Some(other) => {
-                return Err(err(
-                    path,
-                    at(),
-                    format!("validator_index must be a non-negative integer, got {other}"),
-                ))
-            }
-            None => return Err(err(path, at(), "validator_index is missing")),
-        };
-        let chain_id = match obj.get("chain_id") {
-            Some(Value::String(s)) if !s.trim().is_empty() => ChainId::new(s),
-            Some(other) => {
-                return Err(err(
-                    path,
-                    at(),
-                    format!("chain_id must be a non-empty string such as \"0x1\", got {other}"),
-                ))
-            }
-            None => return Err(err(path, at(), "chain_id is missing")),
-        };
-        let validator_key = match obj.get("validator_key") {
-            Some(Value::String(s)) => s
-                .parse::<Pubkey>()
-                .map_err(|e| err(path, at(), format!("validator_key: {e}")))?,
-            Some(other) => {
-                return Err(err(
-                    path,
-                    at(),
-                    format!("validator_key must be a hex string, got {other}"),
-                ))
-            }
-            None => return Err(err(path, at(), "validator_key is missing")),
-        };
-        out.records.push(Record {
-            validator_index,
-            chain_id,
-            validator_key,
-        });
-    }
-    Ok(out)
 }
 
 /// Drop-directory files: JSON (records, deposit data, keystore) or a text
@@ -369,74 +272,15 @@ fn records_from(path: &Path, rows: &[Value]) -> Result<SourceContent, SourceErro
 fn parse_detect(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
     match text.trim_start().chars().next() {
         None => Ok(SourceContent::default()),
-        Some('[') | Some('{') => {
-            let value = parse_json(path, text)?;
-            match value {
-                // EIP-2335 keystore: the pubkey is readable without the password.
-                Value::Object(obj) => match obj.get("pubkey") {
-                    Some(Value::String(s)) => {
-                        let pk = s.parse::<Pubkey>().map_err(|e| {
-                            err(path, Location::File, format!("keystore pubkey: {e}"))
-                        })?;
-                        Ok(SourceContent {
-                            pubkeys: vec![pk],
-                            ..Default::default()
-                        })
-                    }
-                    _ => Err(err(
-                        path,
-                        Location::File,
-                        "JSON object without a \"pubkey\": not an EIP-2335 keystore",
-                    )),
-                },
-                Value::Array(rows) => match rows.first() {
-                    None => Ok(SourceContent::default()),
-                    Some(Value::Object(o)) if o.contains_key("validator_index") => {
-                        records_from(path, &rows)
-                    }
-                    Some(Value::Object(o)) if o.contains_key("pubkey") => {
-                        deposit_data_from(path, &rows)
-                    }
-                    Some(_) => Err(err(
-                        path,
-                        Location::Element(0),
-                        "neither a validator record nor a deposit data entry",
-                    )),
-                },
-                _ => Err(err(path, Location::File, "unrecognised JSON input")),
+        Some('[') | Some('{') => json::parse_detect(path, text),
+        Some(_) => match text::significant_lines(text).next() {
+            None => Ok(SourceContent::default()),
+            Some((_, s)) if s.bytes().all(|b| b.is_ascii_digit()) => {
+                text::parse_index_list(path, text)
             }
-        }
-        Some(_) => {
-            let first = significant_lines(text).next();
-            match first {
-                None => Ok(SourceContent::default()),
-                Some((_, s)) if s.bytes().all(|b| b.is_ascii_digit()) => {
-                    parse_index_list(path, text)
-                }
-                Some(_) => parse_pubkeys(path, text),
-            }
-        }
+            Some(_) => text::parse_pubkeys(path, text),
+        },
     }
-}
-
-fn deposit_data_from(path: &Path, rows: &[Value]) -> Result<SourceContent, SourceError> {
-    let mut out = SourceContent::default();
-    for (i, row) in rows.iter().enumerate() {
-        let pk = row
-            .get("pubkey")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                err(
-                    path,
-                    Location::Element(i),
-                    "deposit data entry without a \"pubkey\"",
-                )
-            })?
-            .parse::<Pubkey>()
-            .map_err(|e| err(path, Location::Element(i), format!("pubkey: {e}")))?;
-        out.pubkeys.push(pk);
-    }
-    Ok(out)
 }
 
 /// Whether a drop-directory file name is a temporary or hidden file that is
@@ -449,22 +293,26 @@ pub fn is_ignored_name(name: &str) -> bool {
             .any(|s| name.ends_with(s))
 }
 
-/// The input files of a drop directory, sorted by name.
+/// The inputs of a drop directory, sorted by name: every entry but the
+/// ignored names, whatever it is. An entry that is not a readable regular
+/// file (a subdirectory, a dangling link) is listed, so that reading it
+/// fails loudly instead of its keys going missing. A directory that is
+/// missing or not a directory is an error; an empty list is the caller's
+/// to judge ([`SourceError::EmptyDir`]).
 pub fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let io = |source| SourceError::Io {
+    let fail = |message: String| SourceError::Dir {
         path: dir.to_path_buf(),
-        source,
+        message,
     };
+    let meta = std::fs::metadata(dir).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(fail("it is not a directory".into()));
+    }
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
+    for entry in std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))? {
+        let entry = entry.map_err(|e| fail(e.to_string()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_ignored_name(&name) {
-            continue;
-        }
-        if entry.file_type().map_err(io)?.is_file()
-            || std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
-        {
+        if !is_ignored_name(&name) {
             out.push(entry.path());
         }
     }
@@ -486,15 +334,34 @@ pub fn configured(
 }
 
 /// Every configured input, read strictly (one-shot commands): the first
-/// error fails the run.
-pub fn read_all(inputs: &crate::settings::Inputs) -> Result<SourceContent, SourceError> {
+/// error fails the run. A blank file and a drop directory with no input
+/// file are errors unless `allow_empty` (`--allow-empty`) says emptying is
+/// meant; then they contribute nothing.
+pub fn read_all(
+    inputs: &crate::settings::Inputs,
+    allow_empty: bool,
+) -> Result<SourceContent, SourceError> {
+    let blank_ok = |r: Result<SourceContent, SourceError>| match r {
+        Err(SourceError::Blank { path }) if allow_empty => {
+            tracing::warn!(path = %path.display(), "input file has no entries (--allow-empty)");
+            Ok(SourceContent::default())
+        }
+        other => other,
+    };
     let mut all = SourceContent::default();
     for (kind, path) in configured(inputs) {
-        all.extend(&read(kind, path)?);
+        all.extend(&blank_ok(read(kind, path))?);
     }
     if let Some(dir) = &inputs.input_dir {
-        for p in dir_files(dir)? {
-            all.extend(&read(SourceKind::Detect, &p)?);
+        let files = dir_files(dir)?;
+        if files.is_empty() {
+            if !allow_empty {
+                return Err(SourceError::EmptyDir { path: dir.clone() });
+            }
+            tracing::warn!(dir = %dir.display(), "the drop directory has no input file (--allow-empty)");
+        }
+        for p in files {
+            all.extend(&blank_ok(read_dropped(&p))?);
         }
     }
     Ok(all)
@@ -533,7 +400,7 @@ mod tests {
             .map(|i| format!("0x{:016x}{}", i, &PK[16..]))
             .collect();
         let text = lines.join("\n") + "\n";
-        assert!(text.len() >= PARALLEL_PARSE);
+        assert!(text.len() >= text::PARALLEL_PARSE);
         let c = p(SourceKind::Pubkeys, &text).unwrap();
         let want: Vec<Pubkey> = lines.iter().map(|l| l.parse().unwrap()).collect();
         assert_eq!(c.pubkeys, want);
@@ -620,8 +487,116 @@ mod tests {
                 .len(),
             1
         );
-        assert!(p(SourceKind::Detect, "").unwrap().is_empty());
+        assert!(p(SourceKind::Detect, "# nothing yet\n").unwrap().is_empty());
+        assert!(p(SourceKind::Detect, "[]").unwrap().is_empty());
         assert!(p(SourceKind::Detect, "12\n0xzz\n").is_err());
+    }
+
+    #[test]
+    fn whitespace_is_not_intent_but_a_comment_is() {
+        for kind in [
+            SourceKind::Pubkeys,
+            SourceKind::IndexList,
+            SourceKind::Records,
+            SourceKind::Detect,
+        ] {
+            for blank in ["", "\n", " \t\r\n\n", "\u{3000}\n"] {
+                let e = p(kind, blank).unwrap_err();
+                assert!(
+                    matches!(e, SourceError::Blank { .. }),
+                    "{kind:?} {blank:?}: {e}"
+                );
+                assert!(
+                    e.to_string()
+                        .starts_with("in.txt: has no entries and no comment line"),
+                    "{e}"
+                );
+            }
+        }
+        for kind in [
+            SourceKind::Pubkeys,
+            SourceKind::IndexList,
+            SourceKind::Detect,
+        ] {
+            assert!(p(kind, "# emptied on purpose\n").unwrap().is_empty());
+            assert!(p(kind, "\n  # x\n\n").unwrap().is_empty());
+        }
+        assert!(p(SourceKind::Records, "[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_index_listed_twice_in_a_file_is_kept_once_below_a_million() {
+        let c = p(SourceKind::IndexList, "5\n7\n5\n2000000\n2000000\n7\n").unwrap();
+        assert_eq!(c.indices, vec![5, 7, 2000000, 2000000]);
+        // An error after a repeat still names its line.
+        let e = p(SourceKind::IndexList, "5\n5\nx\n").unwrap_err();
+        assert!(e.to_string().starts_with("in.txt:3: "), "{e}");
+    }
+
+    fn inputs_in(dir: &Path) -> crate::settings::Inputs {
+        crate::settings::Inputs {
+            input_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_drop_directory_lists_what_it_cannot_read_and_refuses_to_be_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        std::fs::write(dir.join(".hidden"), "1\n").unwrap();
+        std::fs::write(dir.join("x.swp"), "1\n").unwrap();
+        let e = read_all(&inputs_in(dir), false).unwrap_err();
+        assert!(matches!(e, SourceError::EmptyDir { .. }), "{e}");
+        assert!(read_all(&inputs_in(dir), true).unwrap().is_empty());
+
+        std::fs::write(dir.join("a.txt"), "3\n").unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink(dir.join("gone"), dir.join("z.json")).unwrap();
+        let files = dir_files(dir).unwrap();
+        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap()).collect();
+        assert_eq!(names, ["a.txt", "sub", "z.json"]);
+        let e = read_all(&inputs_in(dir), false).unwrap_err();
+        assert!(matches!(e, SourceError::Subdirectory { .. }), "{e}");
+        std::fs::remove_dir(dir.join("sub")).unwrap();
+        let e = read_all(&inputs_in(dir), true).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SourceError::Read {
+                    source: FileError::Dangling { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        std::fs::remove_file(dir.join("z.json")).unwrap();
+        assert_eq!(read_all(&inputs_in(dir), false).unwrap().indices, vec![3]);
+
+        let e = read_all(&inputs_in(&dir.join("missing")), true).unwrap_err();
+        assert!(matches!(e, SourceError::Dir { .. }), "{e}");
+        let e = read_all(&inputs_in(&dir.join("a.txt")), true).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("cannot list the drop directory: it is not a directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_blank_file_passes_only_with_allow_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("v.pubkeys");
+        std::fs::write(&f, " \n").unwrap();
+        let inputs = crate::settings::Inputs {
+            pubkeys_file: Some(f),
+            ..Default::default()
+        };
+        assert!(matches!(
+            read_all(&inputs, false),
+            Err(SourceError::Blank { .. })
+        ));
+        assert!(read_all(&inputs, true).unwrap().is_empty());
     }
 
     #[test]
