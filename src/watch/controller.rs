@@ -230,7 +230,14 @@ impl Controller {
             self.inputs.reload_all(&self.store, &self.metrics);
             self.live.rebuild(&self.inputs.content(), &self.cache);
         } else {
-            for path in &p.paths {
+            let mut paths: Vec<std::path::PathBuf> = p.paths.iter().cloned().collect();
+            if p.reread_sources {
+                // The safety net behind the file watcher: every input again.
+                paths.extend(self.inputs.known_paths(&self.metrics));
+                paths.sort();
+                paths.dedup();
+            }
+            for path in &paths {
                 if let Some(delta) = self.inputs.reload(path, &self.store, &self.metrics) {
                     self.live.apply(&delta, &self.cache);
                 }

@@ -312,6 +312,17 @@ impl InputSet {
     /// Lists the drop directory: its input files, or `None` (the error
     /// recorded, logged and counted) when it is missing, unreadable or lists
     /// no input file without `--allow-empty`. No drop directory: `Some([])`.
+    /// Every input path to re-read on a resync: the configured files, the
+    /// drop-dir entries known, and what the drop directory lists now (a
+    /// change whose event was lost costs at most one resync interval).
+    pub fn known_paths(&mut self, metrics: &Metrics) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.entries.keys().cloned().collect();
+        paths.extend(self.check_dir(metrics).unwrap_or_default());
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     fn check_dir(&mut self, metrics: &Metrics) -> Option<Vec<PathBuf>> {
         let Some(dir) = self.inputs.input_dir.clone() else {
             return Some(Vec::new());

@@ -93,6 +93,9 @@ pub struct Pending {
     pub paths: BTreeSet<PathBuf>,
     /// Re-read every input.
     pub all_sources: bool,
+    /// Re-read every input, taking in only what changed (the resync's
+    /// safety net for a lost file event).
+    pub reread_sources: bool,
     pub refresh: Refresh,
     /// Indices reported exiting (kept if ours).
     pub exits: BTreeSet<ValidatorIndex>,
@@ -139,6 +142,7 @@ impl Pending {
             Trigger::Resync => {
                 self.relist = true;
                 self.check_beacon = true;
+                self.reread_sources = true;
             }
             Trigger::Retry => {}
             // Back to the preferred node, in case it is the one synced again.
@@ -151,6 +155,7 @@ impl Pending {
         self.reasons.extend(other.reasons);
         self.paths.extend(other.paths);
         self.all_sources |= other.all_sources;
+        self.reread_sources |= other.reread_sources;
         self.refresh.merge(&other.refresh);
         self.exits.extend(other.exits);
         self.finalized |= other.finalized;
