@@ -170,6 +170,14 @@ pub struct Http {
     client: reqwest::Client,
     retry: RetryPolicy,
     metrics: Option<Arc<Metrics>>,
+    /// Shared by every clone: a secret added later (a rotated key) is
+    /// scrubbed by all of them, and so are the ones before it.
+    secrets: Arc<std::sync::RwLock<Secrets>>,
+}
+
+/// The secrets seen so far, and their scrubber.
+struct Secrets {
+    all: Vec<Secret>,
     scrubber: Arc<Scrubber>,
 }
 
@@ -202,8 +210,32 @@ impl Http {
             client,
             retry,
             metrics,
-            scrubber: Arc::new(Scrubber::new(&secrets)),
+            secrets: Arc::new(std::sync::RwLock::new(Secrets {
+                scrubber: Arc::new(Scrubber::new(&secrets)),
+                all: secrets,
+            })),
         })
+    }
+
+    /// Adds a secret to scrub from now on (a rotated key; the old one stays
+    /// scrubbed: it can still come back in an answer).
+    pub fn add_secret(&self, secret: Secret) {
+        let mut s = self
+            .secrets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.all.contains(&secret) {
+            s.all.push(secret);
+            s.scrubber = Arc::new(Scrubber::new(&s.all));
+        }
+    }
+
+    fn scrubber(&self) -> Arc<Scrubber> {
+        self.secrets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .scrubber
+            .clone()
     }
 
     pub fn retry(&self) -> RetryPolicy {
@@ -224,7 +256,7 @@ impl Http {
     /// Every text a remote party sent must pass here before it is cut,
     /// logged or put in an error.
     pub fn scrub(&self, text: &str) -> String {
-        self.scrubber.scrub(text)
+        self.scrubber().scrub(text)
     }
 
     /// Sends the request built by `build` until it gets a 2xx, a non-retryable

@@ -81,7 +81,8 @@ pub struct RegistryClient {
     http: Http,
     api_url: Url,
     auth_url: Url,
-    key: Secret,
+    /// Shared by every clone; replaced when the key file is rotated.
+    key: std::sync::Arc<std::sync::RwLock<Secret>>,
     network: String,
 }
 
@@ -133,9 +134,27 @@ impl RegistryClient {
             http,
             api_url,
             auth_url,
-            key,
+            key: std::sync::Arc::new(std::sync::RwLock::new(key)),
             network,
         }
+    }
+
+    /// The key in use now.
+    fn key(&self) -> Secret {
+        self.key
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Uses `key` from the next request on (a rotated key file); it is
+    /// scrubbed from every answer, like the old one.
+    pub fn set_key(&self, key: Secret) {
+        self.http.add_secret(key.clone());
+        *self
+            .key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
     }
 
     fn url(base: &Url, segments: &[&str]) -> Url {
@@ -208,7 +227,7 @@ impl RegistryClient {
         let resp = self
             .http
             .send(Party::Auth, CALL, |c| {
-                c.get(url.clone()).bearer_auth(self.key.expose())
+                c.get(url.clone()).bearer_auth(self.key().expose())
             })
             .await
             .map_err(|f| self.fail(Party::Auth, CALL, f))?;
@@ -254,7 +273,7 @@ impl RegistryClient {
         let resp = self
             .http
             .send(Party::Console, CALL, |c| {
-                c.get(url.clone()).bearer_auth(self.key.expose())
+                c.get(url.clone()).bearer_auth(self.key().expose())
             })
             .await
             .map_err(|f| self.fail(Party::Console, CALL, f))?;
@@ -346,7 +365,7 @@ impl RegistryClient {
             .http
             .send(Party::Console, CALL, |c| {
                 c.post(url.clone())
-                    .bearer_auth(self.key.expose())
+                    .bearer_auth(self.key().expose())
                     .json(&body)
             })
             .await
@@ -388,7 +407,7 @@ impl RegistryClient {
         self.http
             .send(Party::Console, CALL, |c| {
                 c.post(url.clone())
-                    .bearer_auth(self.key.expose())
+                    .bearer_auth(self.key().expose())
                     .json(&body)
             })
             .await
@@ -413,7 +432,7 @@ impl RegistryClient {
             .append_pair("chain_id", chain_id.as_str());
         self.http
             .send(Party::Console, CALL, |c| {
-                c.delete(url.clone()).bearer_auth(self.key.expose())
+                c.delete(url.clone()).bearer_auth(self.key().expose())
             })
             .await
             .map_err(|f| self.fail(Party::Console, CALL, f))?;

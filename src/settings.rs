@@ -148,6 +148,8 @@ pub struct Settings {
     pub api_url: Url,
     pub auth_url: Url,
     pub api_key: Secret,
+    /// The file the key came from (the daemon re-reads it when it changes).
+    pub api_key_file: Option<PathBuf>,
     pub operator_id: Option<String>,
     pub network: String,
     pub chain_id: ChainId,
@@ -351,7 +353,7 @@ impl Settings {
             Some((v, o)) => secret_url(&v, &o)?,
             None => secret_url(DEFAULT_AUTH_URL, &Origin::Default)?,
         };
-        let api_key = resolve_key(&r, c)?;
+        let (api_key, api_key_file) = resolve_key(&r, c)?;
 
         let operator_id = non_empty(pick!(
             r,
@@ -623,6 +625,7 @@ impl Settings {
             api_url,
             auth_url,
             api_key,
+            api_key_file,
             operator_id,
             network,
             chain_id,
@@ -681,7 +684,8 @@ fn parse_listen(v: &str) -> Option<SocketAddr> {
 /// The API key from `--api-key`/`KEYSYNC_API_KEY` or the file named by
 /// `--api-key-file`/`KEYSYNC_API_KEY_FILE` (the one set with the higher
 /// precedence; both at the same level is an error).
-fn resolve_key(r: &Resolver<'_>, c: &Common) -> Result<Secret, ConfigError> {
+/// The API key, and the file it came from, if it did.
+fn resolve_key(r: &Resolver<'_>, c: &Common) -> Result<(Secret, Option<PathBuf>), ConfigError> {
     let key = pick!(r, c, api_key, "--api-key", "KEYSYNC_API_KEY").filter(|(k, _)| !k.is_empty());
     let file = pick!(r, c, api_key_file, "--api-key-file", "KEYSYNC_API_KEY_FILE")
         .filter(|(p, _)| !p.as_os_str().is_empty());
@@ -705,12 +709,28 @@ fn resolve_key(r: &Resolver<'_>, c: &Common) -> Result<Secret, ConfigError> {
             if rank(&ko) > rank(&fo) {
                 (k, ko)
             } else {
-                (read_key_file(&p, &fo)?, fo)
+                let key = read_key_file(&p, &fo)?;
+                return Ok((check_key(key, &fo)?, Some(p)));
             }
         }
         (Some((k, ko)), None) => (k, ko),
-        (None, Some((p, fo))) => (read_key_file(&p, &fo)?, fo),
+        (None, Some((p, fo))) => {
+            let key = read_key_file(&p, &fo)?;
+            return Ok((check_key(key, &fo)?, Some(p)));
+        }
     };
+    Ok((check_key(value, &origin)?, None))
+}
+
+/// Reads the API key file again (the daemon, when it changed: a rotated
+/// Kubernetes Secret or systemd credential), with every check of the start.
+pub fn reread_key_file(path: &Path) -> Result<Secret, ConfigError> {
+    let origin = Origin::Flag("--api-key-file");
+    check_key(read_key_file(path, &origin)?, &origin)
+}
+
+/// The checks every API key passes, wherever it came from.
+fn check_key(value: String, origin: &Origin) -> Result<Secret, ConfigError> {
     let value = value.trim().to_string();
     if !value.starts_with("ovi_") {
         return Err(cfg_err(

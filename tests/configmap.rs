@@ -3,7 +3,8 @@
 //! `..data` symlink the file's own symlink points through, so no file event
 //! ever names the file. The daemon must see every swap, keep the last good
 //! content through a swap to garbage, and catch on its resync a change whose
-//! event was lost. Each test asserts the registry the simulator ends with.
+//! event was lost; a rotated API key Secret is used from the next request.
+//! Each test asserts the registry the simulator ends with.
 
 mod support;
 
@@ -23,20 +24,25 @@ const FILE: &str = "validators.pubkeys";
 /// `validators.pubkeys -> ..data/validators.pubkeys`. Returns the payload's
 /// real path.
 fn kubelet_write(dir: &Path, generation: u32, text: &str) -> PathBuf {
+    kubelet_write_named(dir, FILE, generation, text)
+}
+
+/// [`kubelet_write`] of a volume holding one file, `name`.
+fn kubelet_write_named(dir: &Path, name: &str, generation: u32, text: &str) -> PathBuf {
     let ts = format!("..2026_11_23_13_00_{generation:02}.{generation:09}");
     let new = dir.join(&ts);
     std::fs::create_dir(&new).unwrap();
-    std::fs::write(new.join(FILE), text).unwrap();
+    std::fs::write(new.join(name), text).unwrap();
     let old = std::fs::read_link(dir.join("..data")).ok();
     symlink(&ts, dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    if !dir.join(FILE).exists() {
-        symlink(format!("..data/{FILE}"), dir.join(FILE)).unwrap();
+    if !dir.join(name).exists() {
+        symlink(format!("..data/{name}"), dir.join(name)).unwrap();
     }
     if let Some(old) = old {
         std::fs::remove_dir_all(dir.join(old)).unwrap();
     }
-    new.join(FILE)
+    new.join(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,4 +127,36 @@ async fn a_change_whose_event_was_lost_is_caught_by_the_resync() {
     })
     .await;
     daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_api_key_secret_is_used_from_the_next_request() {
+    let sim = sim(64).await;
+    let (_d, root) = tmp();
+    let secret = root.join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    kubelet_write_named(&secret, "api_key", 1, &format!("{}\n", sim.api_key()));
+    let file = root.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, 0..3)).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.api_key = None;
+    c.api_key_file = Some(secret.join("api_key"));
+    c.pubkeys_file = Some(file.clone());
+    let daemon = watch::start(settings(watch_args(c, &root.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("3 assigned", T, || active(&sim) == vec![0, 1, 2]).await;
+
+    // The key is rotated: a new Secret, and the old key revoked.
+    let rotated = "ovi_live_rotated_key_fedcba9876543210";
+    kubelet_write_named(&secret, "api_key", 2, &format!("{rotated}\n"));
+    sim.set_api_key(rotated);
+    std::fs::write(&file, pubkeys_text(&sim, 0..4)).unwrap();
+    eventually("assigned with the rotated key", T, || {
+        active(&sim) == vec![0, 1, 2, 3]
+    })
+    .await;
+    let metrics = daemon.metrics.render();
+    daemon.stop().await.unwrap();
+    assert!(!metrics.contains(rotated) && !metrics.contains("rotated_key"));
 }

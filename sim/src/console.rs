@@ -39,7 +39,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap, op: Option<&str>) -> Result<(), Api
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer != Some(sim.config().api_key.as_str()) {
+    if bearer != Some(sim.api_key().as_str()) {
         return Err(ApiError::invalid_credential());
     }
     match op {

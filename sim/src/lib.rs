@@ -166,6 +166,8 @@ pub(crate) struct Inner {
     sync: Mutex<SyncMode>,
     spec_omit: Mutex<Vec<String>>,
     stale_above: Mutex<Option<u64>>,
+    /// The key auth and console accept now (starts as the configured one).
+    api_key: Mutex<String>,
     main: tokio::sync::Mutex<Option<Server>>,
     beacon: tokio::sync::Mutex<Option<Server>>,
     clock: Mutex<Option<JoinHandle<()>>>,
@@ -268,6 +270,7 @@ impl Sim {
             sync: Mutex::new(SyncMode::default()),
             spec_omit: Mutex::new(Vec::new()),
             stale_above: Mutex::new(None),
+            api_key: Mutex::new(cfg.api_key.clone()),
             main: tokio::sync::Mutex::new(None),
             beacon: tokio::sync::Mutex::new(None),
             clock: Mutex::new(None),
@@ -394,8 +397,15 @@ impl Sim {
         format!("http://{}", self.inner.beacon_addr)
     }
 
+    /// The key auth and console accept now.
     pub fn api_key(&self) -> String {
-        self.inner.cfg.api_key.clone()
+        lock(&self.inner.api_key).clone()
+    }
+
+    /// Rotates the key: from now on only `key` is accepted (the old one is
+    /// revoked, as the partners dashboard does).
+    pub fn set_api_key(&self, key: &str) {
+        *lock(&self.inner.api_key) = key.to_string();
     }
 
     pub fn operator_id(&self) -> String {

@@ -244,6 +244,9 @@ impl Controller {
             }
         }
 
+        if p.reread_key {
+            self.reread_key().await;
+        }
         // An input that cannot be read keeps its last good content; /ready
         // names it until it reads again.
         self.health.set_inputs_unreadable(self.inputs.unreadable());
@@ -670,6 +673,41 @@ impl Observer for Journaling<'_> {
 }
 
 impl Controller {
+    /// Takes in a changed API key file (a rotated Kubernetes Secret or
+    /// systemd credential): the new key is used from the next request on.
+    /// A file that cannot be used, or a key of another operator, leaves the
+    /// key in use as it is, loudly.
+    async fn reread_key(&mut self) {
+        let Some(path) = self.settings.api_key_file.clone() else {
+            return;
+        };
+        let key = match crate::settings::reread_key_file(&path) {
+            Ok(k) if k == self.settings.api_key => return,
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "the API key file changed but cannot be used; the key read before stays in use");
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut self.settings.api_key, key.clone());
+        self.rec.registry.set_key(key);
+        if self.settings.operator_id.is_none() {
+            match self.rec.registry.me().await {
+                Ok(op) if op == self.rec.operator_id => {}
+                Ok(op) => {
+                    tracing::error!(file = %path.display(), new_operator = %op, operator = %self.rec.operator_id, "the new API key belongs to another operator; the key read before stays in use (restart keysync to switch operators)");
+                    self.rec.registry.set_key(old.clone());
+                    self.settings.api_key = old;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the new API key could not be checked against /api/v1/me; using it");
+                }
+            }
+        }
+        tracing::info!(file = %path.display(), "the API key file changed: the new key is used from now on");
+    }
+
     /// Publishes what the pass learned of the beacon node's sync state:
     /// `/ready`'s `beacon_synced` check and the sync metrics. `held`: the
     /// witness's reason for holding removals, which wins over the node's

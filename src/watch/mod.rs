@@ -116,7 +116,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     let (tx, rx) = trigger::channel();
     let mut inputs = InputSet::restore(settings.inputs.clone(), &store);
     inputs.set_allow_empty(settings.allow_empty);
-    let watcher = watch_files(&inputs, tx.clone())?;
+    let watcher = watch_files(&inputs, settings.api_key_file.clone(), tx.clone())?;
     let cache = store.load_cache();
     tracing::info!(cached_validators = cache.len(), "chain cache loaded");
 
@@ -234,11 +234,17 @@ async fn resync_timer(every: Duration, tx: Triggers, mut shutdown: watch::Receiv
 /// configured file resolves to; every relevant change is a trigger.
 fn watch_files(
     inputs: &InputSet,
+    key_file: Option<PathBuf>,
     tx: Triggers,
 ) -> Result<Option<notify::RecommendedWatcher>, Error> {
     let filter = InputFilter::from(inputs);
+    let key = key_file.map(|k| InputFilter::of_files(vec![k]));
     let mut dirs = inputs.watch_dirs();
     dirs.extend(filter.resolved_dirs());
+    if let Some(k) = &key {
+        dirs.extend(k.files.iter().map(|f| parent_of(f).to_path_buf()));
+        dirs.extend(k.resolved_dirs());
+    }
     dirs.sort();
     dirs.dedup();
     if dirs.is_empty() {
@@ -256,6 +262,12 @@ fn watch_files(
                 changed.dedup();
                 for p in changed {
                     tx.send(Trigger::Source(p));
+                }
+                let key_changed = key
+                    .as_ref()
+                    .is_some_and(|k| ev.paths.iter().any(|p| !k.changed(p).is_empty()));
+                if key_changed {
+                    tx.send(Trigger::KeyFile);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
@@ -294,6 +306,13 @@ struct InputFilter {
 impl InputFilter {
     fn from(inputs: &InputSet) -> Self {
         let (files, dir) = inputs.paths();
+        let mut filter = InputFilter::of_files(files);
+        filter.dir = dir;
+        filter
+    }
+
+    /// A filter for `files` alone (no drop directory).
+    fn of_files(files: Vec<PathBuf>) -> Self {
         let resolved = files
             .iter()
             .filter_map(|f| {
@@ -305,7 +324,7 @@ impl InputFilter {
         InputFilter {
             files,
             resolved,
-            dir,
+            dir: None,
         }
     }
 
@@ -359,11 +378,14 @@ fn is_kubelet_entry(name: &str) -> bool {
 
 /// Whether configured file `f` sits in directory `dir`.
 fn same_dir(f: &Path, dir: &Path) -> bool {
-    let parent = f
-        .parent()
+    parent_of(f) == dir
+}
+
+/// A file's directory (`.` for a bare name).
+fn parent_of(f: &Path) -> &Path {
+    f.parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent == dir
+        .unwrap_or(Path::new("."))
 }
 
 /// Tells systemd (Type=notify) about our state; a no-op elsewhere.

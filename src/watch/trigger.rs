@@ -36,6 +36,8 @@ pub enum Trigger {
     Retry,
     /// Removals were held for want of a synced beacon node: look again.
     Recheck,
+    /// The API key file changed (a rotated Secret or credential).
+    KeyFile,
 }
 
 impl Trigger {
@@ -51,6 +53,7 @@ impl Trigger {
             Trigger::Resync => "resync",
             Trigger::Retry => "retry",
             Trigger::Recheck => "recheck",
+            Trigger::KeyFile => "key_file",
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct Pending {
     /// Re-read every input, taking in only what changed (the resync's
     /// safety net for a lost file event).
     pub reread_sources: bool,
+    /// Re-read the API key file.
+    pub reread_key: bool,
     pub refresh: Refresh,
     /// Indices reported exiting (kept if ours).
     pub exits: BTreeSet<ValidatorIndex>,
@@ -143,10 +148,12 @@ impl Pending {
                 self.relist = true;
                 self.check_beacon = true;
                 self.reread_sources = true;
+                self.reread_key = true;
             }
             Trigger::Retry => {}
             // Back to the preferred node, in case it is the one synced again.
             Trigger::Recheck => self.check_beacon = true,
+            Trigger::KeyFile => self.reread_key = true,
         }
     }
 
@@ -156,6 +163,7 @@ impl Pending {
         self.paths.extend(other.paths);
         self.all_sources |= other.all_sources;
         self.reread_sources |= other.reread_sources;
+        self.reread_key |= other.reread_key;
         self.refresh.merge(&other.refresh);
         self.exits.extend(other.exits);
         self.finalized |= other.finalized;
