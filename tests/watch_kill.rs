@@ -207,3 +207,75 @@ async fn invariant_5_a_kill_mid_apply_then_a_broken_input_keeps_the_edit() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant_5_a_store_rolled_back_and_a_broken_input_remove_nothing() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    let state = dir.join("state");
+    let stop = |mut child: Child| {
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        child.wait().unwrap();
+    };
+    // v1: 0..5, converged, stopped cleanly; keep a copy of that store.
+    std::fs::write(&file, pubkeys_text(&sim, 0..5)).unwrap();
+    let child = spawn_watch(&sim, &file, &state);
+    eventually("v1 assigned", T, || {
+        active(&sim) == (0..5).collect::<Vec<_>>()
+    })
+    .await;
+    stop(child);
+    let old_copy = dir.join("state-v1");
+    copy_dir(&state.join("keysync.sled"), &old_copy);
+    // v2: five more lines, converged, stopped.
+    std::fs::write(&file, pubkeys_text(&sim, 0..10)).unwrap();
+    let child = spawn_watch(&sim, &file, &state);
+    eventually("v2 assigned", T, || {
+        active(&sim) == (0..10).collect::<Vec<_>>()
+    })
+    .await;
+    stop(child);
+
+    // The store comes back as the older copy (its generation file is the
+    // newer one), and the input is broken at restart.
+    std::fs::remove_dir_all(state.join("keysync.sled")).unwrap();
+    copy_dir(&old_copy, &state.join("keysync.sled"));
+    std::fs::write(&file, "0xnot-a-pubkey\n").unwrap();
+    sim.reset_counts();
+    let child = spawn_watch(&sim, &file, &state);
+    eventually("a pass ran", T, || sim.count(Route::List) >= 1).await;
+    let log = state.with_extension("log");
+    eventually("the rollback is reported", T, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("unusable"))
+    })
+    .await;
+    // The pass that would have removed the newer lines holds them instead;
+    // then a few more epochs' passes get their chance to get it wrong.
+    eventually("the removals are held", T, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("input_not_read"))
+    })
+    .await;
+    let epoch = sim.current_epoch();
+    eventually("three more epochs", T, || sim.current_epoch() >= epoch + 3).await;
+    stop(child);
+    assert_eq!(
+        active(&sim),
+        (0..10).collect::<Vec<_>>(),
+        "the older stored input was not taken: nothing removed"
+    );
+    assert_eq!(sim.count(Route::Unassign), 0);
+}
