@@ -15,13 +15,64 @@ use crate::settings::{AllFlags, Settings};
 use crate::watch;
 
 fn say(step: &str) {
-    tracing::info!(target: "keysync::demo", "── {step}");
+    tracing::info!(target: "keysync::demo", "{step}");
+}
+
+/// Active registry rows, as an operator reads them: `0-7, 9, 64`.
+fn rows(sim: &Sim) -> String {
+    let ids: Vec<u64> = sim
+        .active_assignments()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < ids.len() {
+        let mut j = k;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        out.push(if j > k {
+            format!("{}-{}", ids[k], ids[j])
+        } else {
+            ids[k].to_string()
+        });
+        k = j + 1;
+    }
+    if out.is_empty() {
+        "(empty)".into()
+    } else {
+        out.join(", ")
+    }
+}
+
+/// Waits until `cond` holds (polling; at most `limit`); whether it did.
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Resolves on SIGTERM (a no-op future where the handler cannot be set).
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
 }
 
 pub async fn run(args: DemoArgs) -> Result<u8, Error> {
+    let slot_ms = args.slot_ms.max(50);
     let sim = Sim::start(SimConfig {
         validators: args.validators.max(32),
-        slot_ms: args.slot_ms.max(50),
+        slot_ms,
         slots_per_epoch: 4,
         ..Default::default()
     })
@@ -43,17 +94,14 @@ pub async fn run(args: DemoArgs) -> Result<u8, Error> {
         "# the validators this operator runs\n{}",
         pubkeys(0..8)
     ))?;
-    // Someone else left two stale rows in the registry.
+    // Someone else left two rows in the registry.
     sim.seed_assignment(30, "0x1", true);
     sim.seed_assignment(31, "0x1", true);
 
     say(&format!(
-        "simulator up: beacon {} · console {} · {} validators, {} ms slots. Inputs: {}",
-        sim.beacon_url(),
-        sim.url(),
+        "simulated chain: {} validators, {slot_ms} ms slots; registry: {}; the operator's file lists 0-7",
         args.validators.max(32),
-        args.slot_ms.max(50),
-        file.display()
+        rows(&sim)
     ));
     let command = Command::Watch(WatchArgs {
         common: Common {
@@ -73,46 +121,71 @@ pub async fn run(args: DemoArgs) -> Result<u8, Error> {
         max_wait_ms: None,
         resync_secs: None,
         writes_per_second: None,
-        slot_ms: Some(args.slot_ms.max(50)),
+        slot_ms: Some(slot_ms),
     });
     let settings = Settings::resolve(&command, &AllFlags)?;
     let daemon = watch::start(settings).await?;
     say(&format!(
-        "keysync watch --apply running; metrics at http://{}/metrics",
+        "keysync watch --apply started: metrics at http://{}/metrics",
         daemon.listen
     ));
 
-    let epoch = Duration::from_millis(args.slot_ms.max(50) * 4);
-    let registry = |sim: &Sim| {
-        sim.active_assignments()
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect::<Vec<_>>()
-    };
+    // Each step: what happens, then what keysync did, read off the registry.
+    let epochs = |n: u64| Duration::from_millis(slot_ms * 4 * n);
     let script = async {
-        tokio::time::sleep(epoch * 2).await;
-        say(&format!("registry now: {:?}", registry(&sim)));
-        say("operator appends validators 8..12 to the pubkeys file");
+        let ok = until(epochs(20), || rows(&sim) == "0-7").await;
+        say(&format!(
+            "keysync {}assigned 0-7 and unassigned 30, 31 (in no input) · registry: {}",
+            if ok { "" } else { "has not yet " },
+            rows(&sim)
+        ));
+
+        say("the operator appends 8-11 to the file");
         let mut text = format!("# the validators this operator runs\n{}", pubkeys(0..12));
         write(&text)?;
-        tokio::time::sleep(epoch * 2).await;
-        say(&format!("registry now: {:?}", registry(&sim)));
-        say("validator 3 submits a voluntary exit (it stays assigned until withdrawal_*)");
+        let ok = until(epochs(20), || rows(&sim) == "0-11").await;
+        say(&format!(
+            "keysync {}assigned 8-11 · registry: {}",
+            if ok { "" } else { "has not yet " },
+            rows(&sim)
+        ));
+
+        say("validator 3 submits a voluntary exit (it stays assigned until withdrawal_*), and a new deposit is added to the file (pending until the chain processes it)");
         sim.exit(3);
         let new_key = sim.deposit(None);
-        say(&format!("a new deposit {}… is made and added to the file (pending until the chain processes it)", &new_key[..18]));
         text.push_str(&format!("{new_key}\n"));
         write(&text)?;
-        for _ in 0..12 {
-            tokio::time::sleep(epoch).await;
-            say(&format!(
-                "epoch {}: validator 3 is {}; registry {:?}",
-                sim.current_epoch(),
-                sim.status(3).unwrap_or_default(),
-                registry(&sim)
-            ));
+        // A line per change only: validator 3's status, or the registry.
+        let mut last = (String::new(), String::new());
+        let done = |sim: &Sim| {
+            !sim.active_assignments().contains(&(3, "0x1".into()))
+                && sim
+                    .index_of(&new_key)
+                    .is_some_and(|i| sim.active_assignments().contains(&(i, "0x1".into())))
+        };
+        let deadline = tokio::time::Instant::now() + epochs(40);
+        while tokio::time::Instant::now() < deadline {
+            let now = (sim.status(3).unwrap_or_default(), rows(&sim));
+            if now != last {
+                say(&format!(
+                    "epoch {}: validator 3 is {} · registry: {}",
+                    sim.current_epoch(),
+                    now.0,
+                    now.1
+                ));
+                last = now;
+            }
+            if done(&sim) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        say("demo script done; keysync keeps running (Ctrl-C to stop)");
+        let new_index = sim.index_of(&new_key).map_or("?".into(), |i| i.to_string());
+        say(&format!(
+            "keysync assigned the deposit (index {new_index}) once the chain knew it, and unassigned 3 at withdrawal_* · registry: {}",
+            rows(&sim)
+        ));
+        say("done; keysync keeps running (Ctrl-C or SIGTERM stops it)");
         std::future::pending::<Result<(), Error>>().await
     };
     let limit = async {
@@ -125,9 +198,10 @@ pub async fn run(args: DemoArgs) -> Result<u8, Error> {
         r = script => r,
         _ = limit => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = sigterm() => Ok(()),
     };
     let code = daemon.stop().await;
-    say(&format!("final registry: {:?}", registry(&sim)));
+    say(&format!("stopped · registry: {}", rows(&sim)));
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     result?;

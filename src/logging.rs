@@ -72,6 +72,54 @@ pub fn init(format: LogFormat) {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
+    panic_hook();
+}
+
+/// The demo's logs: in console format, its own step lines only (keysync's
+/// errors too), each one short line without time, target or span; the
+/// daemon's own lines come back with `KEYSYNC_LOG=info`. JSON as usual.
+pub fn init_demo(format: LogFormat) {
+    if format == LogFormat::Json {
+        return init(format);
+    }
+    let spec = std::env::var("KEYSYNC_LOG").unwrap_or_default();
+    let filter = if spec.trim().is_empty() {
+        EnvFilter::new("error,keysync::demo=info")
+    } else {
+        EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("error,keysync::demo=info"))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(Plain)
+        .try_init();
+    panic_hook();
+}
+
+/// One line per event: the level (unless INFO), the message and fields.
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = *event.metadata().level();
+        if level != tracing::Level::INFO {
+            write!(writer, "{level} ")?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+fn panic_hook() {
     // A panic is a bug, but even then stderr stays in the chosen format.
     std::panic::set_hook(Box::new(|info| {
         let location = info

@@ -52,7 +52,7 @@ pub fn run(args: Vec<OsString>) -> u8 {
     }
     crate::alloc::tune();
     if let Command::Demo(d) = &cli.command {
-        logging::init(if d.log_format == "json" {
+        logging::init_demo(if d.log_format == "json" {
             crate::settings::LogFormat::Json
         } else {
             format
