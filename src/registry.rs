@@ -43,6 +43,16 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
+    /// No answer at all (DNS, connect, timeout, reset), after the retries:
+    /// a network fault, told apart from a rejection (exit code 3, or 2 for
+    /// the auth service, as documented).
+    #[error("cannot reach the {party} at {host} ({call}): {failure}; check the URL, DNS and the network path")]
+    Unreachable {
+        party: Party,
+        call: &'static str,
+        host: String,
+        failure: Failure,
+    },
     /// Any other failure of the call (exit code 3, or 2 for the auth service).
     #[error("{party} {call} failed: {failure}")]
     Failed {
@@ -68,9 +78,9 @@ impl RegistryError {
     pub fn is_auth(&self) -> bool {
         match self {
             RegistryError::Rejected { .. } | RegistryError::NotOperatorScoped => true,
-            RegistryError::Failed { party, .. } | RegistryError::Malformed { party, .. } => {
-                *party == Party::Auth
-            }
+            RegistryError::Failed { party, .. }
+            | RegistryError::Unreachable { party, .. }
+            | RegistryError::Malformed { party, .. } => *party == Party::Auth,
         }
     }
 }
@@ -176,6 +186,17 @@ impl RegistryClient {
                     body,
                 }
             }
+            failure @ Failure::Transport { .. } => RegistryError::Unreachable {
+                party,
+                call,
+                host: match party {
+                    Party::Auth => self.auth_url.host_str(),
+                    _ => self.api_url.host_str(),
+                }
+                .unwrap_or("(no host)")
+                .to_string(),
+                failure,
+            },
             failure => RegistryError::Failed {
                 party,
                 call,

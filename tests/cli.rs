@@ -1540,3 +1540,25 @@ fn http_attempts_are_bounded() {
     }
     assert!(h.requests().is_empty(), "refused before any request");
 }
+
+#[test]
+fn an_unreachable_auth_service_says_so_and_exits_2() {
+    let h = Harness::new();
+    let url = refused_url();
+    let host = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = run(h
+        .cmd()
+        .arg("show")
+        .env("KEYSYNC_AUTH_URL", &url)
+        .env("KEYSYNC_HTTP_ATTEMPTS", "2"));
+    r.expect(2).no_stdout().stderr_has(&[
+        &format!("cannot reach the auth service at {host}"),
+        "check the URL, DNS and the network path",
+        "after 2 attempts",
+    ]);
+}

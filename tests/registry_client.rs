@@ -605,7 +605,7 @@ async fn network_errors_are_retried_then_fail() {
     .unwrap();
     let c = RegistryClient::new(http, url.clone(), url, Secret::new(KEY), "mainnet".into());
     match c.list("42").await.unwrap_err() {
-        RegistryError::Failed {
+        RegistryError::Unreachable {
             failure: Failure::Transport { attempts: 3, .. },
             ..
         } => {}
