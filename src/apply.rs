@@ -60,8 +60,9 @@ impl std::fmt::Display for Stage {
 pub struct ApplyError {
     pub stage: Stage,
     pub progress: Progress,
+    /// Boxed: an error travels up every `?` of a pass.
     #[source]
-    pub source: RegistryError,
+    pub source: Box<RegistryError>,
 }
 
 /// Told about every write that landed (the daemon updates its snapshot and
@@ -153,7 +154,7 @@ impl Writer<'_> {
             let e = ApplyError {
                 stage,
                 progress: p,
-                source,
+                source: Box::new(source),
             };
             tracing::error!(
                 stage = %stage,

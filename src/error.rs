@@ -39,18 +39,21 @@ pub enum Error {
     Runtime(String),
 }
 
+fn registry_exit(e: &RegistryError) -> u8 {
+    if e.is_auth() {
+        EXIT_AUTH
+    } else {
+        EXIT_API
+    }
+}
+
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Source(_) | Error::Store(_) => EXIT_CONFIG,
-            Error::Registry(e) | Error::Apply(ApplyError { source: e, .. }) => {
-                if e.is_auth() {
-                    EXIT_AUTH
-                } else {
-                    EXIT_API
-                }
-            }
+            Error::Registry(e) => registry_exit(e),
+            Error::Apply(ApplyError { source, .. }) => registry_exit(source),
             Error::Beacon(e) => {
                 if e.is_config() {
                     EXIT_CONFIG
