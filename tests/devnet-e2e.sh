@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# End-to-end against a REAL beacon node: Lodestar 1.5.1 on loopback (from
-# ../shared/tools/lodestar-devnet, installs ~220 MB from npm on first use),
+# End-to-end against a REAL beacon node: Lodestar 1.5.1 on loopback (the
+# Lodestar dev kit named by DEVNET_TOOLS: start-devnet.sh, exit-validator.sh;
+# installs ~220 MB from npm on first use),
 # with keysync-sim playing only Optimum's auth service and console API.
 #
 # Proves: a file-listed interop validator is assigned; a real voluntary exit
 # stays assigned through active_exiting / exited_unslashed and is unassigned
 # once its status reaches withdrawal_*. Not part of `cargo test` (heavy, ~3 min).
 #
-# Usage: tests/devnet-e2e.sh            (needs node 18+, npm, python3, curl)
+# Usage: DEVNET_TOOLS=/path/to/lodestar-devnet tests/devnet-e2e.sh
+#        (needs node 18+, npm, python3, curl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
