@@ -8,7 +8,6 @@
 use rustc_hash::FxHashMap;
 
 use crate::beacon::BeaconValidator;
-use crate::desired::Learned;
 use crate::domain::{Pubkey, Status, ValidatorIndex};
 
 /// What is known about one validator.
@@ -16,6 +15,16 @@ use crate::domain::{Pubkey, Status, ValidatorIndex};
 pub struct Known {
     pub pubkey: Pubkey,
     pub status: Status,
+}
+
+/// One cache entry a beacon answer changed, with what it replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learned {
+    pub index: ValidatorIndex,
+    /// The index's previous pubkey, when the answer changed it.
+    pub old_pubkey: Option<Pubkey>,
+    /// Another index the answer's pubkey was mapped to before.
+    pub displaced: Option<ValidatorIndex>,
 }
 
 #[derive(Debug, Default)]

@@ -1,25 +1,24 @@
 //! The one-shot commands: `show`, `diff`, `sync`.
 //!
 //! Owns their flow — read inputs (before any network I/O, so input errors
-//! surface first), connect, check the beacon node, resolve, list, plan,
-//! have the witness confirm the removals (a node that is not synced: exit
-//! 6, nothing printed or written), print, maybe apply — through the shared
-//! [`Reconciler`]. stdout gets the JSON result only.
+//! surface first), connect, then one call of the shared reconcile function
+//! on a cold state with everything stale, whose observer prints the plan
+//! before any write and refuses a pass whose removals no synced beacon node
+//! confirmed (exit 6, nothing printed or written). stdout gets the JSON
+//! result only.
 
 use std::io::Write;
 
-use crate::apply::{NoObserver, Writer};
-use crate::beacon::BeaconError;
-use crate::cache::ChainCache;
+use crate::apply::{Observer, Writer};
 use crate::cli::{Command, SyncArgs};
-use crate::domain::ChainId;
+use crate::desired::{log_counts, Counts, Desired};
 use crate::error::{Error, EXIT_OK};
 use crate::output;
-use crate::plan::{plan, Scope};
-use crate::reconcile::{check_chains, report_outside, Mode, Reconciler, Refresh};
+use crate::plan::{Plan, RegistrySnapshot, Scope};
+use crate::reconcile::{report_outside, Mode, PassObserver, Policy, Reconciler, Stale, State};
 use crate::settings::Settings;
 use crate::sources;
-use crate::witness;
+use crate::witness::Confirmed;
 
 fn stdout_err(e: std::io::Error) -> Error {
     Error::Runtime(format!("cannot write to stdout: {e}"))
@@ -53,15 +52,6 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
     let content = sources::read_all(&settings.inputs, settings.allow_empty)?;
     let t_inputs = started.elapsed();
     let rec = Reconciler::connect(settings, None).await?;
-    rec.check_beacon().await?;
-    let mut cache = ChainCache::new();
-    let everything = Refresh::all();
-    // In turn, not at once: at 1,000,000 keys, holding the beacon answers
-    // and the registry listing together costs more memory than it saves time.
-    let resolved = rec.resolve(&content, &mut cache, &everything).await?;
-    resolved.log_counts(content.pubkeys.len() + content.indices.len());
-    let mut snapshot = rec.list(resolved.desired.len()).await?;
-    let t_remote = started.elapsed();
 
     let apply = args.is_some_and(|a| a.apply && !a.dry_run);
     if let Some(a) = args {
@@ -73,11 +63,6 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
             );
         }
     }
-    let record_chains: std::collections::BTreeSet<ChainId> =
-        content.records.iter().map(|r| r.chain_id.clone()).collect();
-    check_chains(&rec.chain_id, &record_chains, &snapshot.chains())?;
-    let scope = Scope::new(rec.chain_id.clone(), record_chains);
-    report_outside(&snapshot, &scope);
     let never_stop = || false;
     let mode = if apply {
         Mode::Apply {
@@ -91,53 +76,28 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
             max_deletes: settings.max_deletes,
             hold_excess_deletes: false,
             allow_empty: settings.allow_empty,
-            scope: &scope,
         }
     } else {
         Mode::Plan
     };
-    let mut planned = plan(&resolved.desired, &snapshot, &scope);
-    // Rows the witness keeps are dropped from the plan; the set is done with.
-    drop(resolved);
-    let confirmed = rec
-        .confirm_removals(
-            &mut planned,
-            &mut cache,
-            &content,
-            content.needs_beacon(),
-            &|_| false,
-            |_| {},
-        )
-        .await?;
-    if let Some(ns) = confirmed.not_synced {
-        // Nothing printed: a plan made on a stale witness is not the plan.
-        return Err(BeaconError::NotSynced(ns).into());
-    }
-    witness::log_reasons(&planned, &confirmed.reasons);
-    {
-        // The plan goes to stdout before any write, as optimum-keysync does.
-        let mut out = std::io::stdout().lock();
-        output::plan_json(&mut out, &planned)
-            .and_then(|_| out.flush())
-            .map_err(stdout_err)?;
-    }
-    tracing::debug!(
-        inputs_ms = t_inputs.as_millis() as u64,
-        remote_ms = (t_remote - t_inputs).as_millis() as u64,
-        plan_print_ms = (started.elapsed() - t_remote).as_millis() as u64,
-        "stages"
-    );
+    let mut state = State::cold(Desired::cold(content, rec.chain_id.clone()));
+    let mut printer = Printer {
+        started,
+        t_inputs,
+    };
     let outcome = rec
-        .execute(
-            planned,
-            &confirmed.reasons,
-            &mut snapshot,
-            mode,
-            &mut NoObserver,
+        .reconcile(
+            &mut state,
+            &Stale::everything(),
+            Policy {
+                mode,
+                refuse_unconfirmed: true,
+            },
+            &mut printer,
         )
         .await?;
-    if let Some(applied) = outcome.applied {
-        if outcome.noop {
+    if let Some(applied) = outcome.applied.applied {
+        if outcome.applied.noop {
             tracing::info!("nothing to do");
         } else {
             tracing::info!(
@@ -150,4 +110,38 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
         }
     }
     Ok(EXIT_OK)
+}
+
+/// The one-shot observer: logs the counts, prints the plan on stdout
+/// before any write, as optimum-keysync does.
+struct Printer {
+    started: std::time::Instant,
+    t_inputs: std::time::Duration,
+}
+
+impl Observer for Printer {}
+
+impl PassObserver for Printer {
+    fn resolved(&mut self, c: &Counts) {
+        log_counts(c.unknown, c.excluded, &c.sample, c.lines);
+    }
+
+    fn outside(&mut self, _rows: usize, snapshot: &RegistrySnapshot, scope: &Scope) {
+        report_outside(snapshot, scope);
+    }
+
+    fn planned(&mut self, plan: &Plan, _confirmed: &Confirmed) -> Result<(), Error> {
+        let t_remote = self.started.elapsed();
+        let mut out = std::io::stdout().lock();
+        output::plan_json(&mut out, plan)
+            .and_then(|_| out.flush())
+            .map_err(stdout_err)?;
+        tracing::debug!(
+            inputs_ms = self.t_inputs.as_millis() as u64,
+            remote_ms = (t_remote - self.t_inputs).as_millis() as u64,
+            plan_print_ms = (self.started.elapsed() - t_remote).as_millis() as u64,
+            "stages"
+        );
+        Ok(())
+    }
 }

@@ -21,12 +21,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::beacon::{NotSynced, Unsynced, ValidatorId, Witness};
 use crate::cache::ChainCache;
-use crate::desired::Learned;
+use crate::desired::Listing;
+use crate::cache::Learned;
 use crate::domain::{Key, Pubkey, ValidatorIndex};
 use crate::error::Error;
 use crate::plan::Plan;
 use crate::reconcile::Reconciler;
-use crate::sources::SourceContent;
 
 /// Why a validator is unassigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,33 +59,6 @@ impl fmt::Display for Reason {
             Reason::NotInInputs => f.write_str("no longer in the inputs"),
             Reason::Drift => f.write_str("registry drift (assigned outside keysync)"),
         }
-    }
-}
-
-/// What the inputs list, as far as the witness needs to know.
-pub trait Listing {
-    /// Which of `candidates` (an index, with the pubkey the beacon node
-    /// reports for it) a pubkey line or an index line names.
-    fn listed(&self, candidates: &[(ValidatorIndex, Pubkey)]) -> FxHashSet<ValidatorIndex>;
-}
-
-impl Listing for SourceContent {
-    /// One pass over the lines with small sets of the candidates: no copy
-    /// of a million-line input.
-    fn listed(&self, candidates: &[(ValidatorIndex, Pubkey)]) -> FxHashSet<ValidatorIndex> {
-        let indices: FxHashSet<ValidatorIndex> = candidates.iter().map(|(i, _)| *i).collect();
-        let mut by_pubkey: FxHashMap<Pubkey, Vec<ValidatorIndex>> = FxHashMap::default();
-        for (i, pk) in candidates {
-            by_pubkey.entry(*pk).or_default().push(*i);
-        }
-        let mut out = FxHashSet::default();
-        out.extend(self.indices.iter().filter(|i| indices.contains(i)));
-        for pk in &self.pubkeys {
-            if let Some(is) = by_pubkey.get(pk) {
-                out.extend(is.iter().copied());
-            }
-        }
-        out
     }
 }
 
@@ -236,29 +209,6 @@ pub fn log_reasons(plan: &Plan, reasons: &[Reason]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pk(i: u64) -> Pubkey {
-        let mut b = [0u8; 48];
-        b[..8].copy_from_slice(&i.to_be_bytes());
-        Pubkey(b)
-    }
-
-    #[test]
-    fn content_lists_candidates_by_index_line_or_by_pubkey_line() {
-        let content = SourceContent {
-            pubkeys: vec![pk(1), pk(2)],
-            indices: vec![7],
-            records: vec![],
-        };
-        let listed = content.listed(&[(1, pk(1)), (5, pk(2)), (7, pk(70)), (9, pk(9))]);
-        let mut got: Vec<_> = listed.into_iter().collect();
-        got.sort_unstable();
-        assert_eq!(
-            got,
-            vec![1, 5, 7],
-            "a pubkey line names whatever index the node reports for it"
-        );
-    }
 
     #[test]
     fn reasons_read_as_an_operator_would_say_them() {

@@ -23,32 +23,27 @@ use super::inputs::InputSet;
 use super::ops::Health;
 use super::trigger::{Pending, Stamped, Trigger};
 use crate::apply::{Observer, Writer};
-use crate::cache::ChainCache;
-use crate::desired::Live;
-use crate::domain::{Key, ValidatorIndex};
+use crate::desired::Counts;
+use crate::domain::{Key, Pubkey, ValidatorIndex};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::plan::RegistrySnapshot;
-use crate::reconcile::{Mode, Reconciler};
+use crate::plan::{Plan, RegistrySnapshot, Scope};
+use crate::reconcile::{Mode, PassObserver, Policy, Reconciler, Stale, State};
+use crate::witness::Confirmed;
 use crate::settings::Settings;
 use crate::store::{JournalEntry, Store};
 
 pub struct Controller {
     pub rec: Reconciler,
     pub store: Store,
-    pub cache: ChainCache,
+    /// The cache, the desired set, the registry snapshot: what the shared
+    /// reconcile function works on, kept between passes.
+    pub state: State,
     pub inputs: InputSet,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub limiter: DefaultDirectRateLimiter,
-    pub snapshot: Option<RegistrySnapshot>,
-    /// The desired set, kept between passes.
-    pub live: Live,
-    /// The registry equalled the desired set after the last pass (every
-    /// planned write landed, none held): the next plan needs only the keys
-    /// touched since.
-    pub converged: bool,
     /// Our validators with a voluntary exit seen: refreshed in full each epoch
     /// until they leave scope.
     pub watched: BTreeSet<ValidatorIndex>,
@@ -203,7 +198,7 @@ impl Controller {
     fn close(&mut self) {
         if let Err(e) = self
             .store
-            .save_cache(&mut self.cache)
+            .save_cache(&mut self.state.cache)
             .and_then(|_| self.store.flush())
         {
             tracing::warn!(error = %e, "could not flush the state store on shutdown");
@@ -225,10 +220,12 @@ impl Controller {
         let started = Instant::now();
 
         // 1. Inputs: only what changed; the desired set takes in each change.
-        let rebuilt = p.all_sources;
-        if rebuilt {
+        if p.all_sources {
             self.inputs.reload_all(&self.store, &self.metrics);
-            self.live.rebuild(&self.inputs.content(), &self.cache);
+            self.state
+                .desired
+                .rebuild(&self.inputs.content(), &self.state.cache);
+            self.state.converged = false;
         } else {
             let mut paths: Vec<std::path::PathBuf> = p.paths.iter().cloned().collect();
             if p.reread_sources {
@@ -239,28 +236,20 @@ impl Controller {
             }
             for path in &paths {
                 if let Some(delta) = self.inputs.reload(path, &self.store, &self.metrics) {
-                    self.live.apply(&delta, &self.cache);
+                    self.state.desired.apply(&delta, &self.state.cache);
                 }
             }
         }
-
         if p.reread_key {
             self.reread_key().await;
         }
         // An input that cannot be read keeps its last good content; /ready
         // names it until it reads again.
-        self.health.set_inputs_unreadable(self.inputs.unreadable());
-        let t_inputs = started.elapsed();
-        // 2. Beacon: every node is vetted again (chain, sync state) before
-        // this pass uses its answers; at once, from the preferred node on,
-        // when asked (start, reconnect, resync, retry, recheck).
-        self.rec.begin_pass();
-        if p.check_beacon {
-            if let Some(b) = &self.rec.beacon {
-                b.prefer_primary();
-            }
-            self.rec.check_beacon().await?;
-        }
+        self.health
+            .set_inputs_unreadable(self.inputs.unreadable());
+
+        // 2. What may be stale on the chain: every status at an epoch
+        // boundary or reconnect, the validators under close watch.
         let mut refresh = p.refresh.clone();
         // A finalized checkpoint without an epoch refresh in the last two
         // slots (a node that does not flag epoch_transition) refreshes too.
@@ -274,7 +263,7 @@ impl Controller {
             self.last_epoch_refresh = Some(Instant::now());
         }
         for i in &p.exits {
-            if self.live.owns(*i, &self.cache) && self.watched.insert(*i) {
+            if self.state.desired.owns(*i, &self.state.cache) && self.watched.insert(*i) {
                 tracing::info!(
                     validator_index = i,
                     "voluntary exit seen for one of ours; watching its status closely"
@@ -284,59 +273,13 @@ impl Controller {
         if refresh.epoch || !p.exits.is_empty() {
             refresh.indices.extend(self.watched.iter().copied());
         }
-        // Ask only what is stale: lines never resolved, the validators under
-        // close watch, and every status at an epoch boundary or reconnect.
-        let (full, epoch) = self.live.lookups(&self.cache, &refresh);
-        let looked_up = full.len() + epoch.len();
-        let mut learned = Vec::new();
-        self.rec
-            .fetch(&full, &epoch, &mut self.cache, |l| learned.push(l))
-            .await?;
-        self.live.learned(&learned, &self.cache);
-        let inputs = &self.inputs;
-        self.live.settle(&self.cache, |key| inputs.last_record(key));
-        if let Err(e) = self.store.save_cache(&mut self.cache) {
-            tracing::warn!(error = %e, "could not persist the chain cache");
-        }
-        self.watched.retain(|i| {
-            let status = self.cache.get(*i).map(|k| k.status.clone());
-            match status {
-                Some(s) if !s.in_scope() => {
-                    tracing::info!(
-                        validator_index = i,
-                        status = s.as_str(),
-                        "exited validator reached withdrawal; leaving the registry"
-                    );
-                    false
-                }
-                _ => true,
-            }
-        });
-        let (unknown, excluded, sample) = self.live.counts(&self.cache);
-        if (unknown, excluded) != self.last_counts {
-            self.last_counts = (unknown, excluded);
-            crate::reconcile::log_counts(unknown, excluded, &sample, self.live.lines());
-        }
+        let stale = Stale {
+            check_beacon: p.check_beacon,
+            refresh,
+            relist: p.relist,
+        };
 
-        let t_resolve = started.elapsed();
-        // 3. Registry: the snapshot, re-listed when asked.
-        let relisted = p.relist || self.snapshot.is_none();
-        // The listing before this one: a row in the new one that neither it
-        // nor keysync's writes had is registry drift.
-        let mut previous = None;
-        if relisted {
-            let expected = self
-                .live
-                .desired()
-                .len()
-                .max(self.snapshot.as_ref().map_or(0, RegistrySnapshot::len));
-            let fresh = self.rec.list(expected).await?;
-            previous = self.snapshot.replace(fresh);
-        }
-        let mut snapshot = self.snapshot.take().unwrap_or_default();
-
-        let t_registry = started.elapsed();
-        // 4. Plan and apply.
+        // 3. The pass: the one reconcile function.
         let apply = self.settings.watch.apply;
         let stop_rx = self.shutdown.clone();
         let should_stop = move || *stop_rx.borrow();
@@ -347,28 +290,6 @@ impl Controller {
         } else {
             0
         };
-        // When the registry equalled the desired set after the last pass,
-        // only the keys touched since can differ: plan those alone.
-        let scope = self.live.scope();
-        let checked = crate::reconcile::check_chains(
-            &self.rec.chain_id,
-            self.live.record_chains(),
-            &if relisted {
-                snapshot.chains()
-            } else {
-                Default::default()
-            },
-        );
-        if let Err(e) = checked {
-            self.snapshot = Some(snapshot);
-            return Err(e);
-        }
-        if relisted {
-            let outside = snapshot.outside(&scope, 0).0;
-            if outside != self.last_outside {
-                self.last_outside = crate::reconcile::report_outside(&snapshot, &scope);
-            }
-        }
         let mode = if apply {
             Mode::Apply {
                 writer: Writer {
@@ -381,62 +302,67 @@ impl Controller {
                 max_deletes,
                 hold_excess_deletes: true,
                 allow_empty: self.settings.allow_empty,
-                scope: &scope,
             }
         } else {
             Mode::Plan
         };
-        let desired = self.live.desired();
-        let mut planned = if rebuilt || relisted || !self.converged {
-            crate::plan::plan(desired, &snapshot, &scope)
-        } else {
-            let delta = crate::plan::plan_for(desired, &snapshot, self.live.touched(), &scope);
-            if cfg!(debug_assertions) {
-                // Every test run checks the shortcut against the full rule.
-                assert_eq!(
-                    delta,
-                    crate::plan::plan(desired, &snapshot, &scope),
-                    "delta plan"
-                );
-            }
-            delta
+        let mut observer = Journaling {
+            store: &self.store,
+            metrics: &self.metrics,
+            inputs: &mut self.inputs,
+            journal: None,
+            apply,
+            reasons: &reasons,
+            last_counts: &mut self.last_counts,
+            last_outside: &mut self.last_outside,
         };
-        self.converged = false;
-        // The witness: no unassign on the word of a beacon node that is not
-        // synced or does not know the index; rows listed and in scope stay.
-        let mut learned = Vec::new();
-        let drift = |k: &Key| previous.as_ref().is_some_and(|p| !p.is_active(k));
-        let confirmed = self
+        let result = self
             .rec
-            .confirm_removals(
-                &mut planned,
-                &mut self.cache,
-                &self.live,
-                self.live.needs_beacon(),
-                &drift,
-                |l| learned.push(l),
+            .reconcile(
+                &mut self.state,
+                &stale,
+                Policy {
+                    mode,
+                    refuse_unconfirmed: false,
+                },
+                &mut observer,
             )
             .await;
-        let confirmed = match confirmed {
-            Ok(c) => c,
-            Err(e) => {
-                self.snapshot = Some(snapshot);
-                return Err(e);
-            }
-        };
-        drop(previous);
-        if !learned.is_empty() {
-            self.live.learned(&learned, &self.cache);
-            let inputs = &self.inputs;
-            self.live.settle(&self.cache, |key| inputs.last_record(key));
+        let journaled = observer.journal.is_some();
+        // What the chain taught this pass is kept whatever its outcome.
+        if let Err(e) = self.store.save_cache(&mut self.state.cache) {
+            tracing::warn!(error = %e, "could not persist the chain cache");
         }
-        let witness_held = confirmed.held.len();
-        self.held_for_witness = confirmed.not_synced.is_some();
-        let hold = confirmed
+        let cache = &self.state.cache;
+        self.watched.retain(|i| {
+            let status = cache.get(*i).map(|k| k.status.clone());
+            match status {
+                Some(s) if !s.in_scope() => {
+                    tracing::info!(
+                        validator_index = i,
+                        status = s.as_str(),
+                        "exited validator reached withdrawal; leaving the registry"
+                    );
+                    false
+                }
+                _ => true,
+            }
+        });
+        let outcome = result?;
+        if journaled {
+            if let Err(e) = self.store.journal_clear() {
+                tracing::warn!(error = %e, "could not clear the apply journal");
+            }
+        }
+
+        // 4. Account: the witness's holds, the guardrail's, the metrics.
+        let witness_held = outcome.witness_held;
+        self.held_for_witness = outcome.not_synced.is_some();
+        let hold = outcome
             .not_synced
             .as_ref()
             .map(|ns| (witness_held, ns.why.label()));
-        if let Some(ns) = &confirmed.not_synced {
+        if let Some(ns) = &outcome.not_synced {
             // Loud when it starts or changes; every pass repeats it quietly.
             if hold != self.last_hold {
                 tracing::error!(
@@ -455,106 +381,11 @@ impl Controller {
             );
         }
         self.last_hold = hold;
-        self.report_witness(confirmed.not_synced.as_ref());
-        self.metrics.set(
-            "keysync_planned_changes",
-            &[("kind", "assign")],
-            planned.to_assign.len() as f64,
-        );
-        self.metrics.set(
-            "keysync_planned_changes",
-            &[("kind", "unassign")],
-            planned.to_unassign.len() as f64,
-        );
-        let mut journal = None;
-        if !planned.is_noop() {
-            let sample = |keys: &[Key]| keys.iter().take(10).map(|k| k.0).collect::<Vec<_>>();
-            tracing::info!(
-                to_assign = planned.to_assign.len(),
-                to_unassign = planned.to_unassign.len(),
-                assign_sample = ?sample(&planned.to_assign),
-                unassign_sample = ?sample(&planned.to_unassign),
-                mode = if apply { "apply" } else { "shadow" },
-                "plan"
-            );
-            crate::witness::log_reasons(&planned, &confirmed.reasons);
-            if apply {
-                let entry = JournalEntry {
-                    started_unix: unix_now(),
-                    reasons: reasons.iter().map(|s| s.to_string()).collect(),
-                    to_assign: planned.to_assign.len(),
-                    to_unassign: planned.to_unassign.len(),
-                    assigned: 0,
-                    unassigned: 0,
-                };
-                // Save first: the input content this pass acts on is made
-                // durable (the journal's flush) before its first write, so a
-                // kill mid-apply followed by a broken input at restart
-                // keeps the edit instead of undoing it. No durable save, no
-                // write.
-                self.inputs.persist(&self.store);
-                if let Err(e) = self.store.journal_begin(&entry) {
-                    self.snapshot = Some(snapshot);
-                    return Err(Error::Store(format!(
-                        "cannot save the inputs and the apply journal before writing, so nothing was written: {e}"
-                    )));
-                }
-                journal = Some(entry);
-            }
-        }
-        let mut observer = Journaling {
-            store: &self.store,
-            journal,
-        };
-        let result = self
-            .rec
-            .execute(
-                planned,
-                &confirmed.reasons,
-                &mut snapshot,
-                mode,
-                &mut observer,
-            )
-            .await;
-        let (held, result_hold) = match &result {
-            Ok(o) => (o.held.len(), o.hold),
-            Err(_) => (0, None),
-        };
-        self.snapshot = Some(snapshot);
-        let outcome = result?;
-        self.live.clear_touched();
-        // Learned by the witness after planning: plan in full next time.
-        self.converged = apply
-            && outcome.held.is_empty()
-            && witness_held == 0
-            && learned.is_empty()
-            && outcome.applied.is_some_and(|a| !a.stopped);
-        if let Err(e) = self.store.journal_clear() {
-            tracing::warn!(error = %e, "could not clear the apply journal");
-        }
+        self.report_witness(outcome.not_synced.as_ref());
 
-        let t_applied = started.elapsed();
-        tracing::debug!(
-            inputs_ms = t_inputs.as_millis() as u64,
-            resolve_ms = (t_resolve - t_inputs).as_millis() as u64,
-            registry_ms = (t_registry - t_resolve).as_millis() as u64,
-            plan_apply_ms = (t_applied - t_registry).as_millis() as u64,
-            "pass stages"
-        );
-        // 5. Account.
-        let snap = self.snapshot.as_ref();
-        self.metrics.set(
-            "keysync_desired_validators",
-            &[],
-            self.live.desired().len() as f64,
-        );
-        self.metrics.set(
-            "keysync_assigned_validators",
-            &[],
-            snap.map_or(0, |s| s.active_count()) as f64,
-        );
+        let held = outcome.applied.held.len();
         // An input never read wins as the reason: it is why the plan is short.
-        let hold = match (self.inputs.complete(), &result_hold) {
+        let hold = match (self.inputs.complete(), outcome.hold()) {
             (_, None) => None,
             (false, Some(_)) => Some("input_not_read"),
             (true, Some(h)) => Some(h.label()),
@@ -574,6 +405,19 @@ impl Controller {
         );
         self.metrics
             .set("keysync_held_deletes", &[], (held + witness_held) as f64);
+        self.metrics.set(
+            "keysync_desired_validators",
+            &[],
+            self.state.desired.set().len() as f64,
+        );
+        self.metrics.set(
+            "keysync_assigned_validators",
+            &[],
+            self.state
+                .snapshot
+                .as_ref()
+                .map_or(0, |s| s.active_count()) as f64,
+        );
         self.metrics
             .inc("keysync_reconciles_total", &[("result", "ok")]);
         self.metrics.observe(
@@ -588,6 +432,7 @@ impl Controller {
         );
         self.health.pass(true);
         let wrote = outcome
+            .applied
             .applied
             .is_some_and(|a| a.progress.assigned + a.progress.unassigned > 0);
         if wrote {
@@ -613,8 +458,8 @@ impl Controller {
             None => {}
         }
         tracing::debug!(
-            desired = self.live.desired().len(),
-            looked_up,
+            desired = self.state.desired.set().len(),
+            looked_up = outcome.looked_up,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconcile done"
         );
@@ -651,24 +496,110 @@ impl Clock {
     }
 }
 
-/// Keeps the journal's progress.
+/// The daemon's pass observer: logs what changed, saves the inputs and
+/// journals the apply before the first write, keeps the journal's progress.
 struct Journaling<'a> {
     store: &'a Store,
+    metrics: &'a Metrics,
+    inputs: &'a mut InputSet,
     journal: Option<JournalEntry>,
+    apply: bool,
+    reasons: &'a [&'static str],
+    /// (unknown, excluded) of the last pass: logged only when they change.
+    last_counts: &'a mut (usize, usize),
+    /// Rows outside the scope at the last listing: logged when it changes.
+    last_outside: &'a mut usize,
+}
+
+impl Journaling<'_> {
+    fn progress(&self, j: &JournalEntry) {
+        if let Err(e) = self.store.journal_update(j) {
+            tracing::warn!(error = %e, "could not record the apply's progress in the journal");
+        }
+    }
 }
 
 impl Observer for Journaling<'_> {
     fn assigned(&mut self, keys: &[Key]) {
-        if let Some(j) = &mut self.journal {
+        if let Some(mut j) = self.journal.take() {
             j.assigned += keys.len() as u64;
-            let _ = self.store.journal_update(j);
+            self.progress(&j);
+            self.journal = Some(j);
         }
     }
     fn unassigned(&mut self, _key: &Key) {
-        if let Some(j) = &mut self.journal {
+        if let Some(mut j) = self.journal.take() {
             j.unassigned += 1;
-            let _ = self.store.journal_update(j);
+            self.progress(&j);
+            self.journal = Some(j);
         }
+    }
+}
+
+impl PassObserver for Journaling<'_> {
+    fn resolved(&mut self, c: &Counts) {
+        if (c.unknown, c.excluded) != *self.last_counts {
+            *self.last_counts = (c.unknown, c.excluded);
+            crate::desired::log_counts(c.unknown, c.excluded, &c.sample, c.lines);
+        }
+    }
+
+    fn outside(&mut self, rows: usize, snapshot: &RegistrySnapshot, scope: &Scope) {
+        if rows != *self.last_outside {
+            *self.last_outside = crate::reconcile::report_outside(snapshot, scope);
+        }
+    }
+
+    fn planned(&mut self, planned: &Plan, _confirmed: &Confirmed) -> Result<(), Error> {
+        self.metrics.set(
+            "keysync_planned_changes",
+            &[("kind", "assign")],
+            planned.to_assign.len() as f64,
+        );
+        self.metrics.set(
+            "keysync_planned_changes",
+            &[("kind", "unassign")],
+            planned.to_unassign.len() as f64,
+        );
+        if !planned.is_noop() {
+            let sample = |keys: &[Key]| keys.iter().take(10).map(|k| k.0).collect::<Vec<_>>();
+            tracing::info!(
+                to_assign = planned.to_assign.len(),
+                to_unassign = planned.to_unassign.len(),
+                assign_sample = ?sample(&planned.to_assign),
+                unassign_sample = ?sample(&planned.to_unassign),
+                mode = if self.apply { "apply" } else { "shadow" },
+                "plan"
+            );
+        }
+        Ok(())
+    }
+
+    fn writing(&mut self, planned: &Plan) -> Result<(), Error> {
+        // Save first: the input content this pass acts on is made durable
+        // (the journal's flush) before its first write, so a kill mid-apply
+        // followed by a broken input at restart keeps the edit instead of
+        // undoing it. No durable save, no write.
+        self.inputs.persist(self.store);
+        let entry = JournalEntry {
+            started_unix: unix_now(),
+            reasons: self.reasons.iter().map(|s| s.to_string()).collect(),
+            to_assign: planned.to_assign.len(),
+            to_unassign: planned.to_unassign.len(),
+            assigned: 0,
+            unassigned: 0,
+        };
+        self.store.journal_begin(&entry).map_err(|e| {
+            Error::Store(format!(
+                "cannot save the inputs and the apply journal before writing, so nothing was written: {e}"
+            ))
+        })?;
+        self.journal = Some(entry);
+        Ok(())
+    }
+
+    fn last_record(&self, key: &Key) -> Option<Pubkey> {
+        self.inputs.last_record(key)
     }
 }
 

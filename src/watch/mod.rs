@@ -157,17 +157,21 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
         tx.send(Trigger::Startup);
         notify_systemd("READY=1");
         let controller = Controller {
-            live: crate::desired::Live::new(rec.chain_id.clone()),
+            state: crate::reconcile::State {
+                cache,
+                desired: crate::desired::Desired::Live(crate::desired::Live::new(
+                    rec.chain_id.clone(),
+                )),
+                snapshot: None,
+                converged: false,
+            },
             rec,
             store,
-            cache,
             inputs,
             limiter: crate::apply::write_limiter(task_settings.watch.writes_per_second),
             settings: task_settings,
             metrics: task_metrics,
             health: task_health,
-            snapshot: None,
-            converged: false,
             watched: Default::default(),
             shutdown: task_shutdown,
             failures: 0,

@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::domain::ValidatorIndex;
-use crate::reconcile::Refresh;
+use crate::desired::Refresh;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {

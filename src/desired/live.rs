@@ -1,85 +1,15 @@
-//! The desired set: the rule, and the daemon's incremental copy of it.
-//!
-//! Owns what the inputs mean given what the chain cache knows. A pubkey or
-//! index line yields its validator on the configured chain while the cache
-//! knows it and its status is in scope; a record yields itself and wins over
-//! a beacon-resolved entry for the same key (among records for one key, the
-//! last in input order wins). Lines the cache does not know are *unknown*
-//! (pending deposits or typos: never a reason to unassign); known lines out
-//! of scope are *excluded*.
-//!
-//! [`full`] applies the rule to whole contents (the one-shot commands, the
-//! daemon's start). [`Live`] keeps the result between daemon passes with a
-//! reference count per input line, and re-evaluates only the keys that an
-//! input change or a beacon answer touched, so a pass costs what changed
-//! rather than the size of the set. A property test holds the two equal.
+//! [`Live`]: the daemon's desired set, kept between passes (see the parent
+//! module for the rule it keeps equal to [`super::full`]).
 
 use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
+use super::{lookups, Refresh};
 use crate::beacon::ValidatorId;
-use crate::cache::ChainCache;
+use crate::cache::{ChainCache, Learned};
 use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex};
-use crate::reconcile::{lookups, Refresh, Resolved};
 use crate::sources::{Delta, Record, SourceContent};
-
-/// The rule over whole contents, in input order.
-pub fn full(content: &SourceContent, cache: &ChainCache, chain_id: &ChainId) -> Resolved {
-    let mut resolved = Resolved::default();
-    let mut entries: Vec<(Key, Pubkey)> = Vec::with_capacity(content.len());
-    let mut add =
-        |index: Option<ValidatorIndex>, shown: &dyn Fn() -> String, r: &mut Resolved| match index
-            .and_then(|i| cache.get(i).map(|k| (i, k)))
-        {
-            Some((i, k)) if k.status.in_scope() => entries.push(((i, chain_id.clone()), k.pubkey)),
-            Some(_) => r.excluded += 1,
-            None => {
-                r.unknown += 1;
-                if r.unknown_sample.len() < 3 {
-                    r.unknown_sample.push(shown());
-                }
-            }
-        };
-    for pk in &content.pubkeys {
-        add(cache.index_of(pk), &|| pk.to_string(), &mut resolved);
-    }
-    for i in &content.indices {
-        add(Some(*i), &|| i.to_string(), &mut resolved);
-    }
-    // Records last: a record wins over a beacon-resolved entry.
-    entries.extend(
-        content
-            .records
-            .iter()
-            .map(|r| ((r.validator_index, r.chain_id.clone()), r.validator_key)),
-    );
-    resolved.desired = DesiredSet::from_in_order(entries);
-    resolved
-}
-
-impl crate::witness::Listing for Live {
-    fn listed(
-        &self,
-        candidates: &[(ValidatorIndex, Pubkey)],
-    ) -> rustc_hash::FxHashSet<ValidatorIndex> {
-        candidates
-            .iter()
-            .filter(|(i, pk)| self.indices.contains_key(i) || self.pubkeys.contains_key(pk))
-            .map(|(i, _)| *i)
-            .collect()
-    }
-}
-
-/// One cache entry a beacon answer changed, with what it replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Learned {
-    pub index: ValidatorIndex,
-    /// The index's previous pubkey, when the answer changed it.
-    pub old_pubkey: Option<Pubkey>,
-    /// Another index the answer's pubkey was mapped to before.
-    pub displaced: Option<ValidatorIndex>,
-}
 
 /// The daemon's desired set, kept between passes.
 #[derive(Debug)]
@@ -362,9 +292,23 @@ impl Live {
     }
 }
 
+impl super::Listing for Live {
+    fn listed(
+        &self,
+        candidates: &[(ValidatorIndex, Pubkey)],
+    ) -> rustc_hash::FxHashSet<ValidatorIndex> {
+        candidates
+            .iter()
+            .filter(|(i, pk)| self.indices.contains_key(i) || self.pubkeys.contains_key(pk))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::full;
     use crate::beacon::BeaconValidator;
     use crate::domain::Status;
     use proptest::prelude::*;

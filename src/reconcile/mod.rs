@@ -10,14 +10,14 @@
 //! [`crate::witness`]) no unassign goes out on the word of a node that is not
 //! synced.
 
-use std::collections::BTreeSet;
+
 use std::sync::Arc;
 
 use crate::apply::{Applied, Observer, Writer};
 use crate::beacon::{BeaconClient, ValidatorId, Vetting};
-use crate::cache::ChainCache;
-use crate::desired::Learned;
-use crate::domain::{ChainId, DesiredSet, DesiredValidator, Key, Pubkey, ValidatorIndex};
+use crate::cache::{ChainCache, Learned};
+use crate::desired::{Desired, Refresh, Resolved, LEAVING};
+use crate::domain::{ChainId, DesiredValidator, Key};
 use crate::error::Error;
 use crate::http::Http;
 use crate::metrics::Metrics;
@@ -28,77 +28,9 @@ use crate::settings::Settings;
 use crate::sources::SourceContent;
 use crate::witness::Reason;
 
-/// What the beacon node must be asked this pass, besides the ids the cache
-/// does not know (always looked up: pending deposits, new inputs).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Refresh {
-    /// Every id in full (one-shot; the daemon at start and after a reconnect).
-    pub all: bool,
-    /// Epoch boundary: check every known in-scope validator for
-    /// `withdrawal_*` only (small answers; statuses change only at epochs).
-    pub epoch: bool,
-    /// These indices in full (validators under close watch).
-    pub indices: BTreeSet<ValidatorIndex>,
-}
+mod pass;
 
-impl Refresh {
-    pub fn all() -> Self {
-        Refresh {
-            all: true,
-            ..Default::default()
-        }
-    }
-
-    /// Merges another refresh into this one.
-    pub fn merge(&mut self, other: &Refresh) {
-        self.all |= other.all;
-        self.epoch |= other.epoch;
-        self.indices.extend(other.indices.iter().copied());
-    }
-}
-
-/// Statuses that take a validator out of the registry scope.
-const LEAVING: [&str; 2] = ["withdrawal_possible", "withdrawal_done"];
-
-/// The desired set and what could not be resolved.
-#[derive(Debug, Clone, Default)]
-pub struct Resolved {
-    pub desired: DesiredSet,
-    /// Ids the beacon node does not know (yet): pending deposits or typos.
-    pub unknown: usize,
-    /// Known validators out of scope (`withdrawal_*`).
-    pub excluded: usize,
-    /// Ids sent to the beacon node this pass.
-    pub looked_up: usize,
-    /// Up to three of the unknown ids, for the warning.
-    pub unknown_sample: Vec<String>,
-}
-
-impl Resolved {
-    /// Logs the unknown (pending) and excluded (withdrawn) counts.
-    pub fn log_counts(&self, total: usize) {
-        log_counts(self.unknown, self.excluded, &self.unknown_sample, total);
-    }
-}
-
-/// Logs how many input lines are unknown to the beacon node (pending) and
-/// how many are out of scope (withdrawn), out of `total`.
-pub fn log_counts(unknown: usize, excluded: usize, sample: &[String], total: usize) {
-    if unknown > 0 {
-        tracing::warn!(
-            unknown,
-            total,
-            sample = ?sample,
-            "the beacon node does not know some validators (deposits not yet processed, or typos): they are assigned once it does, and a registry row of one is never unassigned on the word of a node that does not know it"
-        );
-    }
-    if excluded > 0 {
-        tracing::info!(
-            excluded,
-            "validators in withdrawal_* are no longer owned and leave the desired set"
-        );
-    }
-}
+pub use pass::{PassObserver, PassOutcome, Policy, Stale, State};
 
 /// Refuses chain ids the registry would not match as meant: a records chain
 /// that is not in the registry's spelling (`0x` and lowercase hex: `0x1`,
@@ -182,9 +114,8 @@ pub enum Mode<'a> {
         /// One-shot refuses the whole pass (exit 5); the daemon holds the
         /// deletes back and lets the adds through.
         hold_excess_deletes: bool,
-        /// `--allow-empty`: a pass may unassign every validator in `scope`.
+        /// `--allow-empty`: a pass may unassign every validator in scope.
         allow_empty: bool,
-        scope: &'a Scope,
     },
 }
 
@@ -326,14 +257,11 @@ impl Reconciler {
         cache: &mut ChainCache,
         refresh: &Refresh,
     ) -> Result<Resolved, Error> {
-        let mut looked_up = 0;
-        if content.needs_beacon() {
-            let (full, epoch) = lookups(&content.pubkeys, &content.indices, cache, refresh);
-            looked_up = full.len() + epoch.len();
-            self.fetch(&full, &epoch, cache, |_| {}).await?;
-        }
+        let desired = Desired::cold(content.clone(), self.chain_id.clone());
+        let (full, epoch) = desired.lookups(cache, refresh);
+        self.fetch(&full, &epoch, cache, |_| {}).await?;
         let mut resolved = crate::desired::full(content, cache, &self.chain_id);
-        resolved.looked_up = looked_up;
+        resolved.looked_up = full.len() + epoch.len();
         Ok(resolved)
     }
 
@@ -397,13 +325,15 @@ impl Reconciler {
     /// `observer`. (Plan with [`plan`]; callers print or journal the plan
     /// between the two steps.)
     /// `reasons` has one entry per planned unassign (from
-    /// [`Reconciler::confirm_removals`]).
-    pub async fn execute<O: Observer>(
+    /// [`Reconciler::confirm_removals`]); `observer` is told right before the
+    /// first write.
+    async fn execute<O: PassObserver>(
         &self,
         planned: Plan,
         reasons: &[Reason],
         snapshot: &mut RegistrySnapshot,
         mode: Mode<'_>,
+        scope: &Scope,
         observer: &mut O,
     ) -> Result<Outcome, Error> {
         let mut outcome = Outcome {
@@ -415,7 +345,6 @@ impl Reconciler {
             max_deletes,
             hold_excess_deletes,
             allow_empty,
-            scope,
         } = mode
         else {
             return Ok(outcome);
@@ -446,6 +375,7 @@ impl Reconciler {
             outcome.applied = Some(Applied::default());
             return Ok(outcome);
         }
+        observer.writing(&to_apply)?;
         let mut tracking = Tracking {
             snapshot,
             inner: observer,
@@ -478,127 +408,3 @@ impl<O: Observer> Observer for Tracking<'_, O> {
     }
 }
 
-/// Splits the ids of `pubkeys` and `indices` lines to look up into (full
-/// lookups, withdrawal-only checks).
-pub(crate) fn lookups<'a>(
-    pubkeys: impl IntoIterator<Item = &'a Pubkey>,
-    indices: impl IntoIterator<Item = &'a ValidatorIndex>,
-    cache: &ChainCache,
-    refresh: &Refresh,
-) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
-    let mut full: Vec<ValidatorId> = Vec::new();
-    let mut epoch: Vec<ValidatorId> = Vec::new();
-    let mut visit = |index: Option<ValidatorIndex>, pubkey: Option<Pubkey>| {
-        match (index.and_then(|i| cache.get(i).map(|k| (i, k))), pubkey) {
-            (Some((i, known)), _) => {
-                if refresh.all || refresh.indices.contains(&i) {
-                    full.push(ValidatorId::Index(i));
-                } else if refresh.epoch && known.status.in_scope() {
-                    // withdrawal_* never comes back into scope: no need to ask again.
-                    epoch.push(ValidatorId::Index(i));
-                }
-            }
-            (None, Some(pk)) => full.push(ValidatorId::Pubkey(pk)),
-            (None, None) => full.extend(index.map(ValidatorId::Index)),
-        }
-    };
-    for pk in pubkeys {
-        visit(cache.index_of(pk), Some(*pk));
-    }
-    for i in indices {
-        visit(Some(*i), None);
-    }
-    // In place: no second copy of a million ids to deduplicate them.
-    full.sort_unstable();
-    full.dedup();
-    epoch.sort_unstable();
-    epoch.dedup();
-    (full, epoch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::beacon::BeaconValidator;
-    use crate::domain::Status;
-
-    fn pk(i: u64) -> Pubkey {
-        let mut b = [0u8; 48];
-        b[..8].copy_from_slice(&i.to_be_bytes());
-        Pubkey(b)
-    }
-
-    fn known(cache: &mut ChainCache, i: u64, s: &str) {
-        cache.learn(&BeaconValidator {
-            index: i,
-            pubkey: pk(i),
-            status: Status::parse(s),
-            withdrawable_epoch: None,
-        });
-    }
-
-    #[test]
-    fn lookups_ask_only_for_what_is_stale() {
-        let mut cache = ChainCache::new();
-        known(&mut cache, 1, "active_ongoing");
-        known(&mut cache, 2, "withdrawal_done");
-        known(&mut cache, 3, "exited_unslashed");
-        let content = SourceContent {
-            pubkeys: vec![pk(1), pk(2), pk(9)],
-            indices: vec![3, 4, 1],
-            records: vec![],
-        };
-
-        let (full, epoch) = lookups(&content.pubkeys, &content.indices, &cache, &Refresh::all());
-        assert_eq!(
-            full,
-            vec![
-                ValidatorId::Pubkey(pk(9)),
-                ValidatorId::Index(1),
-                ValidatorId::Index(2),
-                ValidatorId::Index(3),
-                ValidatorId::Index(4)
-            ],
-            "each validator once, sorted"
-        );
-        assert!(epoch.is_empty());
-
-        let (full, epoch) = lookups(
-            &content.pubkeys,
-            &content.indices,
-            &cache,
-            &Refresh {
-                epoch: true,
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            full,
-            vec![ValidatorId::Pubkey(pk(9)), ValidatorId::Index(4)]
-        );
-        assert_eq!(
-            epoch,
-            vec![ValidatorId::Index(1), ValidatorId::Index(3)],
-            "withdrawal_done never moves again"
-        );
-
-        let (full, epoch) = lookups(
-            &content.pubkeys,
-            &content.indices,
-            &cache,
-            &Refresh {
-                indices: [3].into(),
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            full,
-            vec![
-                ValidatorId::Pubkey(pk(9)),
-                ValidatorId::Index(3),
-                ValidatorId::Index(4)
-            ]
-        );
-        assert!(epoch.is_empty());
-    }
-}
