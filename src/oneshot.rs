@@ -81,10 +81,7 @@ async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error>
         Mode::Plan
     };
     let mut state = State::cold(Desired::cold(content, rec.chain_id.clone()));
-    let mut printer = Printer {
-        started,
-        t_inputs,
-    };
+    let mut printer = Printer { started, t_inputs };
     let outcome = rec
         .reconcile(
             &mut state,

@@ -21,8 +21,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::beacon::{NotSynced, Unsynced, ValidatorId, Witness};
 use crate::cache::ChainCache;
-use crate::desired::Listing;
 use crate::cache::Learned;
+use crate::desired::Listing;
 use crate::domain::{Key, Pubkey, ValidatorIndex};
 use crate::error::Error;
 use crate::plan::Plan;

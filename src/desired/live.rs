@@ -308,8 +308,8 @@ impl super::Listing for Live {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::full;
     use crate::beacon::BeaconValidator;
+    use crate::desired::full;
     use crate::domain::Status;
     use proptest::prelude::*;
 

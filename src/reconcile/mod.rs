@@ -10,7 +10,6 @@
 //! [`crate::witness`]) no unassign goes out on the word of a node that is not
 //! synced.
 
-
 use std::sync::Arc;
 
 use crate::apply::{Applied, Observer, Writer};
@@ -407,4 +406,3 @@ impl<O: Observer> Observer for Tracking<'_, O> {
         self.inner.unassigned(key);
     }
 }
-
