@@ -4,10 +4,10 @@
 Driven by bench/run.sh (which builds the release binaries and installs
 optimum-keysync==1.1.1 into a throwaway virtualenv); stdlib only.
 
-For each N it starts `keysync-sim` (1,000,000 validators, a fixed added
+For each N it starts `keysync-sim` (1,000,010 validators, a fixed added
 latency on every route), writes a pubkeys file with the first N pubkeys and
 seeds the registry "half assigned": indices [0, N/2) assigned and registered
-(bulk `assign_range`), plus 5 stale rows (indices 2,000,000..2,000,004, not
+(bulk `assign_range`), plus 5 stale rows (indices 1,000,005..1,000,009, not
 ours) so the plan also has unassigns. Then, for both tools:
 
   * `diff`: best of 3 wall times; sim request counts reset before each run;
@@ -42,10 +42,12 @@ import time
 import urllib.request
 
 SECTION = "One-shot: keysync vs optimum-keysync"
-SIM_VALIDATORS = 1_000_000
-STALE = (2_000_000, 2_000_005)
+# Stale rows are validators the chain knows but no input lists: a synced
+# beacon node must know every index keysync unassigns (the removal witness).
+SIM_VALIDATORS = 1_000_010
+STALE = (1_000_005, 1_000_010)
 CONSOLE_ROUTES = ("me", "list", "register", "assign", "unassign")
-BEACON_ROUTES = ("deposit_contract", "health", "genesis", "validators_get", "validators_post", "events")
+BEACON_ROUTES = ("deposit_contract", "health", "genesis", "node_syncing", "spec", "validators_get", "validators_post", "events")
 
 _live: list[subprocess.Popen] = []
 
@@ -243,7 +245,7 @@ def render(results: list[dict], latency: int, m: dict, load_end: str, keysync_ve
     L.append(f"- Simulator: `keysync-sim --validators {SIM_VALIDATORS:,} --latency-ms {latency}` "
              f"(+{latency} ms on every request, every route), loopback.")
     L.append("- State: pubkeys file with the first N pubkeys; registry has [0, N/2) assigned and "
-             "registered, plus 5 stale rows (indices 2,000,000–2,000,004) → plan = register N/2, "
+             "registered, plus 5 stale rows (indices 1,000,005–1,000,009, known to the chain, in no input) → plan = register N/2, "
              "assign N/2, unassign 5.")
     L.append("- Env for both tools: KEYSYNC_API_URL = KEYSYNC_AUTH_URL = sim url, KEYSYNC_API_KEY, "
              "KEYSYNC_OPERATOR_ID (so no `/me` call), KEYSYNC_BEACON_URL, KEYSYNC_PUBKEYS_FILE, "
