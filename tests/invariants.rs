@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use keysync::beacon::{BeaconClient, BeaconValidator};
 use keysync::cache::ChainCache;
+use keysync::desired::Refresh;
 use keysync::domain::{ChainId, Pubkey, Status};
 use keysync::http::{Http, RetryPolicy};
-use keysync::desired::Refresh;
 use keysync::reconcile::Reconciler;
 use keysync::registry::RegistryClient;
 use keysync::secret::Secret;

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::domain::ValidatorIndex;
 use crate::desired::Refresh;
+use crate::domain::ValidatorIndex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
