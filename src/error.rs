@@ -1,8 +1,10 @@
 //! The top-level error and the one mapping from errors to exit codes.
 //!
-//! Owns the exit-code contract: 0 ok, 2 auth/identity, 3 console API
-//! failure, 4 configuration or input error, 5 guardrail, 6 beacon node
-//! failure. Nothing else in keysync picks an exit code.
+//! Owns the exit-code contract: 0 ok, 1 internal failure, 2 auth/identity,
+//! 3 console API failure, 4 configuration or input error, 5 guardrail, 6
+//! beacon node failure. Nothing else in keysync picks an exit code (the
+//! daemon's error policy, [`crate::watch::policy`], decides only whether an
+//! error ends it, then exits with this code).
 
 use crate::apply::ApplyError;
 use crate::beacon::BeaconError;
@@ -11,6 +13,9 @@ use crate::settings::ConfigError;
 use crate::sources::SourceError;
 
 pub const EXIT_OK: u8 = 0;
+/// keysync itself or its host failed (a panicked task, stdout that cannot
+/// be written, no async runtime or file watcher): not the configuration.
+pub const EXIT_INTERNAL: u8 = 1;
 pub const EXIT_AUTH: u8 = 2;
 pub const EXIT_API: u8 = 3;
 pub const EXIT_CONFIG: u8 = 4;
@@ -35,6 +40,7 @@ pub enum Error {
     EmptiesRegistry { planned: usize },
     #[error("state store: {0}")]
     Store(String),
+    /// An internal or host failure (exit code 1).
     #[error("{0}")]
     Runtime(String),
 }
@@ -62,7 +68,7 @@ impl Error {
                 }
             }
             Error::Guardrail { .. } | Error::EmptiesRegistry { .. } => EXIT_GUARDRAIL,
-            Error::Runtime(_) => EXIT_CONFIG,
+            Error::Runtime(_) => EXIT_INTERNAL,
         }
     }
 }

@@ -13,8 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::secret::{Scrubber, Secret};
 
@@ -63,8 +62,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 4,
-            base_delay: Duration::from_millis(500),
+            attempts: crate::config::DEFAULT_HTTP_ATTEMPTS,
+            base_delay: Duration::from_millis(crate::config::DEFAULT_HTTP_BACKOFF_MS),
             max_delay: Duration::from_secs(30),
         }
     }
@@ -74,17 +73,18 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (1-based), given the server's
     /// `Retry-After`, if any.
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self.base_delay.saturating_mul(
-            1u32.checked_shl(retry.saturating_sub(1))
-                .unwrap_or(u32::MAX),
-        );
-        let jitter = rand::rng().random_range(0.75..=1.25);
-        let backoff = exp.mul_f64(jitter);
+        let backoff = self.backoff().delay(retry);
         let wait = match retry_after {
             Some(ra) => ra.max(backoff),
             None => backoff,
         };
         wait.min(self.max_delay)
+    }
+
+    /// The backoff between attempts, before `Retry-After`: `base_delay`
+    /// doubling up to `max_delay`, ±25 %.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.base_delay, self.max_delay).with_jitter(0.25)
     }
 }
 

@@ -5,15 +5,16 @@
 //! feed the [`reconcile`] core, which plans with the pure [`plan`] and writes
 //! through [`apply`] to the [`registry`], once the [`witness`] has confirmed
 //! any removal. The one-shot commands live in
-//! [`oneshot`]; the daemon in [`watch`] with its [`store`]. [`settings`] and
-//! [`cli`] are the two stages of configuration; [`error`] maps failures to
-//! exit codes.
+//! [`oneshot`]; the daemon in [`watch`] with its [`store`]. [`config`] holds
+//! the two stages of configuration ([`cli`], then the settings); [`error`]
+//! maps failures to exit codes; every retry loop waits by [`backoff`].
 
 pub mod alloc;
 pub mod apply;
+pub mod backoff;
 pub mod beacon;
 pub mod cache;
-pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod desired;
 pub mod domain;
@@ -29,8 +30,12 @@ pub mod reconcile;
 pub mod registry;
 pub mod run;
 pub mod secret;
-pub mod settings;
 pub mod sources;
 pub mod store;
 pub mod watch;
 pub mod witness;
+
+/// Stage two, the resolved settings: [`config`] by its older name.
+pub use config as settings;
+/// Stage one of configuration, the command line: [`config::cli`].
+pub use config::cli;

@@ -10,37 +10,16 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::LogFormat;
+use crate::config::LogFormat;
 
 /// The log format from `--log-format`, `KEYSYNC_LOG_FORMAT` or the config
-/// file, read without failing (errors are reported later, properly).
-pub fn prescan(args: &[OsString]) -> LogFormat {
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let flag = |name: &str| -> Option<String> {
-        args.iter().enumerate().find_map(|(i, a)| {
-            a.strip_prefix(&format!("{name}="))
-                .map(str::to_string)
-                .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
-        })
-    };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let from_file = || -> Option<String> {
-        let path = flag("--config").or_else(|| env("KEYSYNC_CONFIG"))?;
-        let text = std::fs::read_to_string(path).ok()?;
-        let v: toml::Value = toml::from_str(&text).ok()?;
-        v.get("log_format")?.as_str().map(str::to_string)
-    };
-    match flag("--log-format")
-        .or_else(|| env("KEYSYNC_LOG_FORMAT"))
-        .or_else(from_file)
-        .as_deref()
-    {
-        Some("json") => LogFormat::Json,
-        _ => LogFormat::Console,
-    }
+/// file, read without failing (errors are reported later, properly): from
+/// clap's `matches` of the subcommand when the command line parsed, else
+/// found leniently in `args` (an invalid command line is logged as asked).
+pub fn prescan(args: &[OsString], matches: Option<&clap::ArgMatches>) -> LogFormat {
+    crate::config::early("log_format", args, matches)
+        .and_then(|name| LogFormat::parse(&name))
+        .unwrap_or(LogFormat::Console)
 }
 
 /// Installs the global subscriber. Level from `KEYSYNC_LOG` (an

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
+use crate::config::Settings;
 use crate::error::{Error, EXIT_CONFIG};
-use crate::settings::Settings;
 use crate::{logging, oneshot};
 
 /// `keysync`'s `main`.
@@ -19,8 +19,11 @@ pub fn main() -> ExitCode {
 
 /// Runs keysync with `args`; returns the exit code.
 pub fn run(args: Vec<OsString>) -> u8 {
-    let format = logging::prescan(&args);
-    let matches = match Cli::command().try_get_matches_from(&args) {
+    let parsed = Cli::command().try_get_matches_from(&args);
+    let sub = parsed.as_ref().ok().and_then(|m| m.subcommand());
+    // Before anything can fail: errors are logged in the format asked for.
+    let format = logging::prescan(&args, sub.map(|(_, m)| m));
+    let matches = match parsed {
         Ok(m) => m,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -52,11 +55,8 @@ pub fn run(args: Vec<OsString>) -> u8 {
     }
     crate::alloc::tune();
     if let Command::Demo(d) = &cli.command {
-        logging::init_demo(if d.log_format == "json" {
-            crate::settings::LogFormat::Json
-        } else {
-            format
-        });
+        // `format` has demo's --log-format too (it has the same name).
+        logging::init_demo(format);
         return finish(runtime().and_then(|rt| rt.block_on(crate::demo::run(d.clone()))));
     }
     logging::init(format);

@@ -727,3 +727,92 @@ async fn probe_exits_zero_only_while_the_daemon_is_ready() {
     let out = probe(listen).await;
     assert_eq!(out.status.code(), Some(1), "nothing listening");
 }
+
+/// A simulator whose beacon node (and everything else) is on chain 5, while
+/// keysync is configured for 0x1.
+async fn sim_on_another_chain() -> keysync_sim::Sim {
+    sim_with(keysync_sim::SimConfig {
+        validators: 16,
+        slot_ms: SLOT_MS,
+        slots_per_epoch: SLOTS_PER_EPOCH,
+        chain_id: 5,
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_only_beacon_node_is_on_another_chain_exits_4_by_itself() {
+    let sim = sim_on_another_chain().await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [2, 5])).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.pubkeys_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    let listen = daemon.listen;
+    eventually("the daemon stops by itself", T, || !daemon.is_running()).await;
+    assert_eq!(
+        daemon
+            .metrics
+            .get("keysync_reconciles_total", &[("result", "error")]),
+        1.0,
+        "one failed pass, not retried"
+    );
+    assert_eq!(daemon.stop().await.unwrap(), 4, "a configuration error");
+    assert!(
+        reqwest::get(format!("http://{listen}/health"))
+            .await
+            .is_err(),
+        "the ops listener stopped with it"
+    );
+    assert_eq!(
+        sim.count(Route::ValidatorsPost) + sim.count(Route::ValidatorsGet),
+        0,
+        "the other chain's answers were never asked for"
+    );
+    assert_eq!(sim.count(Route::Assign) + sim.count(Route::Unassign), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keysync_watch_on_another_chain_exits_4_saying_why() {
+    let sim = sim_on_another_chain().await;
+    let (_d, dir) = tmp();
+    let file = dir.join("v.pubkeys");
+    std::fs::write(&file, pubkeys_text(&sim, [2, 5])).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .args(["watch", "--apply", "--listen", "127.0.0.1:0"])
+        .args(["--debounce-ms", "50", "--slot-ms", "100"])
+        .args(["--data-dir", p(&dir.join("state"))])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KEYSYNC_API_URL", sim.url())
+        .env("KEYSYNC_AUTH_URL", sim.url())
+        .env("KEYSYNC_API_KEY", sim.api_key())
+        .env("KEYSYNC_BEACON_URL", sim.beacon_url())
+        .env("KEYSYNC_PUBKEYS_FILE", &file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("keysync watch starts");
+    let out = tokio::time::timeout(T, child.wait_with_output())
+        .await
+        .expect("keysync watch exits by itself")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("keysync watch stops"))
+        .unwrap_or_else(|| panic!("no stop line: {stderr}"));
+    assert!(
+        line.contains("ERROR")
+            && line.contains("configuration error")
+            && line.contains("is on chain 5"),
+        "{line}"
+    );
+    assert_eq!(sim.count(Route::Assign) + sim.count(Route::Unassign), 0);
+}

@@ -84,6 +84,10 @@ pub enum BeaconError {
         url: String,
         node: u64,
         configured: String,
+        /// Reported for several nodes, another of which failed for another
+        /// reason (down, not a beacon node): once that one is back, the
+        /// configuration may serve (see [`BeaconError::is_config_everywhere`]).
+        others_failed: bool,
     },
     /// The node's answer contradicts itself (one pubkey at two indices, or
     /// one index with two pubkeys): it is not believed at all.
@@ -100,6 +104,21 @@ impl BeaconError {
     /// than the node failing (exit 6).
     pub fn is_config(&self) -> bool {
         matches!(self, BeaconError::WrongChain { .. })
+    }
+
+    /// Whether no configured node could be used because each one tried is
+    /// on another chain: nothing but a configuration change helps (the
+    /// daemon stops). A wrong chain reported while another node is merely
+    /// down is still a configuration error for an exit code, but the
+    /// daemon waits for the other node.
+    pub fn is_config_everywhere(&self) -> bool {
+        matches!(
+            self,
+            BeaconError::WrongChain {
+                others_failed: false,
+                ..
+            }
+        )
     }
 }
 
@@ -280,6 +299,7 @@ impl BeaconClient {
                         url: display(&ep.url),
                         node: got,
                         configured: configured.to_string(),
+                        others_failed: false,
                     });
                 }
             }
@@ -297,12 +317,24 @@ impl BeaconClient {
 }
 
 /// The error to report of two: a configuration error (wrong chain) wins
-/// over "down", else the first stands.
+/// over "down", else the first stands. A wrong chain that wins over
+/// another failure says so (`others_failed`).
 fn worse(prev: Option<BeaconError>, e: BeaconError) -> BeaconError {
-    match prev {
-        Some(prev) if prev.is_config() || !e.is_config() => prev,
-        _ => e,
+    let Some(prev) = prev else {
+        return e;
+    };
+    let (mut kept, other) = if prev.is_config() || !e.is_config() {
+        (prev, e)
+    } else {
+        (e, prev)
+    };
+    if let BeaconError::WrongChain { others_failed, .. } = &mut kept {
+        *others_failed |= match other {
+            BeaconError::WrongChain { others_failed, .. } => others_failed,
+            _ => true,
+        };
     }
+    kept
 }
 
 fn no_url() -> BeaconError {
@@ -347,5 +379,46 @@ mod tests {
             join(&u, "eth/v1/node/health").as_str(),
             "http://h:1/eth/v1/node/health"
         );
+    }
+
+    fn wrong(url: &str) -> BeaconError {
+        BeaconError::WrongChain {
+            url: url.into(),
+            node: 5,
+            configured: "0x1".into(),
+            others_failed: false,
+        }
+    }
+
+    fn down(url: &str) -> BeaconError {
+        BeaconError::Failed {
+            url: url.into(),
+            call: "GET /eth/v1/node/syncing",
+            failure: Failure::Transport {
+                detail: "connection refused".into(),
+                attempts: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_wrong_chain_is_decisive_only_when_no_node_merely_failed() {
+        let all_wrong = worse(Some(wrong("a")), wrong("b"));
+        assert!(all_wrong.is_config() && all_wrong.is_config_everywhere());
+        assert!(
+            all_wrong.to_string().contains("beacon node a "),
+            "{all_wrong}"
+        );
+        for mixed in [
+            worse(Some(down("a")), wrong("b")),
+            worse(Some(wrong("a")), down("b")),
+            worse(Some(worse(Some(wrong("a")), down("b"))), wrong("c")),
+            worse(Some(worse(Some(down("a")), wrong("b"))), wrong("c")),
+        ] {
+            assert!(mixed.is_config(), "reported as the wrong chain: {mixed}");
+            assert!(!mixed.is_config_everywhere(), "another node may come back");
+        }
+        assert!(!worse(Some(down("a")), down("b")).is_config());
+        assert!(wrong("a").is_config_everywhere());
     }
 }

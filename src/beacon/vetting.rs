@@ -217,6 +217,7 @@ impl BeaconClient {
                     url: display(&ep.url),
                     node: got,
                     configured: configured.clone(),
+                    others_failed: false,
                 });
             }
         }

@@ -23,6 +23,10 @@ use crate::domain::ChainId;
 /// with [`StoreError::Locked`]. The wait blocks the calling thread, in
 /// steps of [`LOCK_RETRY`].
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// The step of that wait. A fixed poll, not a [`crate::backoff::Backoff`]:
+/// nothing failed and nobody is being spared load; the lock goes when the
+/// other process exits, and a growing step would only add to the restart's
+/// latency (one waiter: no jitter to spread).
 const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 const DEFAULT_TREE: &[u8] = b"__sled__default";

@@ -1,18 +1,17 @@
-//! The watch loop: debounce triggers, run one pass at a time, requeue on
-//! failure.
+//! The watch loop: run the passes the [`Scheduler`] asks for, one at a
+//! time, and report each outcome back.
 //!
-//! Owns *when* a pass runs (trailing-edge debounce capped by a maximum
-//! wait; triggers during a pass schedule exactly one follow-up; a recheck
-//! while removals wait for a synced beacon node), *how much* of the
-//! pipeline it re-reads (from [`Pending`]), the daemon's hold policy
-//! (deletes held — by the guardrail, an unread input or an unsynced beacon
-//! node — while adds go through), the apply journal, and the error policy
-//! (one place: log, count, retry with backoff, never exit). The pipeline
-//! itself is the shared [`Reconciler`].
+//! Owns *how much* of the pipeline a pass re-reads (from [`Pending`]), the
+//! daemon's hold policy (deletes held — by the guardrail, an unread input
+//! or an unsynced beacon node — while adds go through), the apply journal,
+//! and the accounting of a failed pass (log, count, `/ready`). *When* a
+//! pass runs is the [`Scheduler`]'s; whether a failure is retried or ends
+//! the daemon is [`error_policy`]'s. The pipeline itself is the shared
+//! [`Reconciler`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use governor::DefaultDirectRateLimiter;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -21,17 +20,19 @@ use tracing::Instrument;
 
 use super::inputs::InputSet;
 use super::ops::Health;
-use super::trigger::{Pending, Stamped, Trigger};
+use super::policy::{self, error_policy, Requeue};
+use super::scheduler::{Scheduler, Timing};
+use super::trigger::{Pending, Stamped};
 use crate::apply::{Observer, Writer};
 use crate::desired::Counts;
 use crate::domain::{Key, Pubkey, ValidatorIndex};
-use crate::error::Error;
+use crate::error::{Error, EXIT_OK};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::reconcile::{Mode, PassObserver, Policy, Reconciler, Stale, State};
-use crate::witness::Confirmed;
 use crate::settings::Settings;
 use crate::store::{JournalEntry, Store};
+use crate::witness::Confirmed;
 
 pub struct Controller {
     pub rec: Reconciler,
@@ -48,7 +49,6 @@ pub struct Controller {
     /// until they leave scope.
     pub watched: BTreeSet<ValidatorIndex>,
     pub shutdown: watch::Receiver<bool>,
-    pub failures: u32,
     /// (unknown, excluded) of the last pass: logged only when they change.
     pub last_counts: (usize, usize),
     /// When statuses were last refreshed.
@@ -63,136 +63,41 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Runs until shutdown. Triggers arrive on `rx`.
-    pub async fn run(mut self, mut rx: UnboundedReceiver<Stamped>) -> Result<u8, Error> {
-        let debounce = self.settings.watch.debounce;
-        let max_wait = self.settings.watch.max_wait;
-        let mut pending = Pending::default();
-        let mut retry_at: Option<tokio::time::Instant> = None;
-        // The rest of a split batch: already debounced, runs at once.
-        let mut follow_up = false;
-        // The batch's debounce clock: its first trigger, and the last one of
-        // each class. A file change settles on file events only; chain events
-        // arriving meanwhile ride along without pushing its pass back.
-        let mut clock = Clock::default();
-        // Removals wait for a synced beacon node: look again this soon.
-        let recheck_every = self
-            .settings
-            .watch
-            .slot
-            .clamp(Duration::from_secs(1), Duration::from_secs(12));
-        let mut recheck_at: Option<tokio::time::Instant> = None;
-        loop {
-            if pending.is_empty() {
-                // Idle: wait for the first trigger.
-                let recheck = async {
-                    match recheck_at {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    t = rx.recv() => match t {
-                        Some(t) => clock.add(&mut pending, t),
-                        None => break,
-                    },
-                    _ = recheck => {
-                        recheck_at = None;
-                        clock.add(&mut pending, Stamped { trigger: Trigger::Recheck, at: tokio::time::Instant::now() });
-                    }
-                    _ = self.shutdown.changed() => {}
-                }
-            } else if let Some(at) = retry_at.take() {
-                // Backing off after a failure: gather triggers until then.
-                // A stream reconnect means the beacon node is back: go now.
-                loop {
-                    tokio::select! {
-                        t = rx.recv() => match t {
-                            Some(t) => {
-                                let back = t.trigger == Trigger::Reconnected;
-                                clock.add(&mut pending, t);
-                                if back {
-                                    break;
-                                }
-                            }
-                            None => break,
-                        },
-                        _ = tokio::time::sleep_until(at) => break,
-                        _ = self.shutdown.changed() => break,
-                    }
-                }
-                pending.add(Trigger::Retry, Instant::now());
-                // Already waited out: no debounce on top of the backoff.
-                follow_up = true;
-            }
-            if *self.shutdown.borrow() {
-                break;
-            }
-            // Trailing-edge debounce, capped by the maximum wait.
-            while !std::mem::take(&mut follow_up) {
-                let Some(deadline) = clock.deadline(debounce, max_wait) else {
-                    break;
-                };
-                tokio::select! {
-                    t = rx.recv() => match t {
-                        Some(t) => clock.add(&mut pending, t),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    _ = self.shutdown.changed() => break,
-                }
-            }
-            clock = Clock::default();
-            if *self.shutdown.borrow() {
-                break;
-            }
-            let mut work = std::mem::take(&mut pending);
-            // A file change does not wait behind an epoch's status check:
-            // it gets its own pass first, and the check follows at once.
-            if !work.paths.is_empty()
-                && (work.refresh.epoch || work.finalized)
-                && !work.refresh.all
-                && !work.relist
-                && !work.check_beacon
-            {
-                let later = Pending {
-                    reasons: work.reasons.clone(),
-                    refresh: std::mem::take(&mut work.refresh),
-                    finalized: std::mem::take(&mut work.finalized),
-                    exits: std::mem::take(&mut work.exits),
-                    first_at: work.first_at,
-                    ..Default::default()
-                };
-                pending.merge(later);
-                follow_up = true;
-            }
-            match self.pass(&work).await {
+    /// Runs until shutdown, or until a failure retrying cannot fix.
+    /// Triggers arrive on `rx`; *when* a pass runs and for what is the
+    /// [`Scheduler`]'s, what a failure means is [`error_policy`]'s. Returns
+    /// the exit code: 0 after shutdown, else the stopping error's.
+    pub async fn run(mut self, rx: UnboundedReceiver<Stamped>) -> Result<u8, Error> {
+        let timing = Timing::of(&self.settings.watch);
+        let mut scheduler = Scheduler::new(timing, rx, self.shutdown.clone());
+        let code = loop {
+            let Some(work) = scheduler.next().await else {
+                break EXIT_OK;
+            };
+            let e = match self.pass(&work).await {
                 Ok(()) => {
-                    self.failures = 0;
-                    recheck_at = self
-                        .held_for_witness
-                        .then(|| tokio::time::Instant::now() + recheck_every);
+                    scheduler.succeeded(self.held_for_witness);
+                    continue;
                 }
-                Err(e) => {
-                    // The error policy, in one place: log, count, requeue
-                    // everything this pass was for, back off, never exit.
-                    self.failures += 1;
-                    let wait = retry_delay(self.failures);
-                    tracing::error!(error = %e, attempt = self.failures, retry_in_ms = wait.as_millis() as u64, "reconcile failed; nothing was removed because of it; retrying");
-                    self.metrics
-                        .inc("keysync_reconciles_total", &[("result", "error")]);
-                    self.health.pass(false);
-                    let mut again = work;
-                    // A failed write may have landed; a failed beacon may be back.
-                    again.relist = true;
-                    again.check_beacon = true;
-                    pending.merge(again);
-                    retry_at = Some(tokio::time::Instant::now() + wait);
+                Err(e) => e,
+            };
+            self.metrics
+                .inc("keysync_reconciles_total", &[("result", "error")]);
+            self.health.pass(false);
+            let attempt = scheduler.failures() + 1;
+            match error_policy(&e, attempt) {
+                Requeue::After(wait) => {
+                    tracing::error!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64, "reconcile failed; nothing was removed because of it; retrying");
+                    scheduler.failed(work, wait);
+                }
+                Requeue::Stop { code, why } => {
+                    policy::log_stop(&e, code, why);
+                    break code;
                 }
             }
-        }
+        };
         self.close();
-        Ok(0)
+        Ok(code)
     }
 
     fn close(&mut self) {
@@ -245,8 +150,7 @@ impl Controller {
         }
         // An input that cannot be read keeps its last good content; /ready
         // names it until it reads again.
-        self.health
-            .set_inputs_unreadable(self.inputs.unreadable());
+        self.health.set_inputs_unreadable(self.inputs.unreadable());
 
         // 2. What may be stale on the chain: every status at an epoch
         // boundary or reconnect, the validators under close watch.
@@ -413,10 +317,7 @@ impl Controller {
         self.metrics.set(
             "keysync_assigned_validators",
             &[],
-            self.state
-                .snapshot
-                .as_ref()
-                .map_or(0, |s| s.active_count()) as f64,
+            self.state.snapshot.as_ref().map_or(0, |s| s.active_count()) as f64,
         );
         self.metrics
             .inc("keysync_reconciles_total", &[("result", "ok")]);
@@ -464,35 +365,6 @@ impl Controller {
             "reconcile done"
         );
         Ok(())
-    }
-}
-
-/// When a batch of triggers is due.
-#[derive(Debug, Default)]
-struct Clock {
-    first: Option<tokio::time::Instant>,
-    last_source: Option<tokio::time::Instant>,
-    last_other: Option<tokio::time::Instant>,
-}
-
-impl Clock {
-    fn add(&mut self, pending: &mut Pending, t: Stamped) {
-        self.first = Some(self.first.map_or(t.at, |f| f.min(t.at)));
-        let last = match t.trigger {
-            Trigger::Source(_) => &mut self.last_source,
-            _ => &mut self.last_other,
-        };
-        *last = Some(last.map_or(t.at, |l| l.max(t.at)));
-        pending.add(t.trigger, t.at.into_std());
-    }
-
-    /// The trailing edge: `debounce` after the last file event if there is
-    /// one, else after the last trigger; never later than `max_wait` after
-    /// the first. `None` for an empty batch.
-    fn deadline(&self, debounce: Duration, max_wait: Duration) -> Option<tokio::time::Instant> {
-        let last = self.last_source.or(self.last_other)?;
-        let first = self.first.unwrap_or(last);
-        Some((last + debounce).min(first + max_wait))
     }
 }
 
@@ -671,56 +543,4 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
-}
-
-/// Backoff between failed passes: 1 s doubling to 60 s.
-fn retry_delay(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(t0: tokio::time::Instant, ms: u64) -> tokio::time::Instant {
-        t0 + Duration::from_millis(ms)
-    }
-
-    fn stamped(trigger: Trigger, at: tokio::time::Instant) -> Stamped {
-        Stamped { trigger, at }
-    }
-
-    #[test]
-    fn a_file_change_settles_on_file_events_only() {
-        let (debounce, max_wait) = (Duration::from_millis(250), Duration::from_millis(2000));
-        let t0 = tokio::time::Instant::now();
-        let mut pending = Pending::default();
-        let mut clock = Clock::default();
-        assert_eq!(clock.deadline(debounce, max_wait), None);
-
-        clock.add(&mut pending, stamped(Trigger::Source("/in/a".into()), t0));
-        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 250)));
-        // An epoch boundary meanwhile rides along; it does not push the pass back.
-        clock.add(&mut pending, stamped(Trigger::Epoch, at(t0, 200)));
-        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 250)));
-        // The file written again: its pass waits for the writes to settle.
-        clock.add(
-            &mut pending,
-            stamped(Trigger::Source("/in/a".into()), at(t0, 240)),
-        );
-        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 490)));
-        // ... but never longer than the maximum wait after the first trigger.
-        clock.add(
-            &mut pending,
-            stamped(Trigger::Source("/in/a".into()), at(t0, 1900)),
-        );
-        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 2000)));
-        assert!(pending.refresh.epoch && pending.paths.len() == 1);
-
-        // Chain events alone settle on the last of them.
-        let mut clock = Clock::default();
-        clock.add(&mut pending, stamped(Trigger::Epoch, t0));
-        clock.add(&mut pending, stamped(Trigger::Finalized, at(t0, 30)));
-        assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 280)));
-    }
 }

@@ -2,14 +2,19 @@
 //! input files, and applies only the delta.
 //!
 //! Owns start-up and shutdown: open the store, resolve the identity
-//! (retrying remote failures; only configuration errors end the daemon at
-//! start), start the ops listener, the event stream follower, the file
-//! watcher and the resync timer, then hand triggers to the [`controller`].
-//! SIGTERM/SIGINT finish the write in flight, flush the store and exit 0.
+//! (retrying what the [`policy`] retries), start the ops listener, the event
+//! stream follower, the file watcher and the resync timer, then hand
+//! triggers to the [`controller`]. SIGTERM/SIGINT finish the write in
+//! flight, flush the store and exit 0; a failure retrying cannot fix (a
+//! configuration error, a rejected key: see [`policy`]) ends the daemon by
+//! itself, at start or later, with that error's exit code. Every loop and
+//! every retry wait selects on the shutdown value.
 
 pub mod controller;
 pub mod inputs;
 pub mod ops;
+pub mod policy;
+pub mod scheduler;
 pub mod stream;
 pub mod trigger;
 
@@ -21,7 +26,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 
-use crate::error::Error;
+use crate::error::{Error, EXIT_OK};
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 use crate::settings::Settings;
@@ -29,6 +34,7 @@ use crate::store::Store;
 use controller::Controller;
 use inputs::InputSet;
 use ops::Health;
+use policy::{error_policy, Requeue};
 use trigger::{Trigger, Triggers};
 
 /// A running daemon (in-process handle, used by `run` and by tests).
@@ -43,6 +49,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Asks the daemon to stop (after the write in flight) and waits.
+    /// Returns its exit code: 0, or the code it stopped with by itself
+    /// before (see [`policy`]).
     pub async fn stop(self) -> Result<u8, Error> {
         let _ = self.shutdown.send(true);
         self.task
@@ -50,7 +58,8 @@ impl Daemon {
             .map_err(|e| Error::Runtime(format!("daemon task failed: {e}")))?
     }
 
-    /// Whether the daemon is still running.
+    /// Whether the daemon is still running (false once it stopped by
+    /// itself: [`Daemon::stop`] then returns its exit code).
     pub fn is_running(&self) -> bool {
         !self.task.is_finished()
     }
@@ -123,12 +132,19 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     let task_settings = settings.clone();
     let task_metrics = metrics.clone();
     let task_health = health.clone();
-    let mut task_shutdown = shutdown_rx.clone();
+    let task_shutdown = shutdown_rx.clone();
+    // A daemon that stops by itself stops every loop and the ops listener.
+    let stop_all = shutdown_tx.clone();
     let task = tokio::spawn(async move {
         let _watcher = watcher;
-        let rec = tokio::select! {
-            r = connect(&task_settings, task_metrics.clone()) => r?,
-            _ = task_shutdown.wait_for(|s| *s) => return Ok(0),
+        let connected = connect(&task_settings, task_metrics.clone(), task_shutdown.clone()).await;
+        let rec = match connected {
+            Ok(rec) => rec,
+            Err(code) => {
+                let _ = stop_all.send(true);
+                let _ = ops_task.await;
+                return Ok(code);
+            }
         };
         let mut aux = Vec::new();
         if let Some(beacon) = &rec.beacon {
@@ -174,7 +190,6 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             health: task_health,
             watched: Default::default(),
             shutdown: task_shutdown,
-            failures: 0,
             last_counts: (0, 0),
             last_epoch_refresh: None,
             held_for_witness: false,
@@ -183,6 +198,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
         };
         let code = controller.run(rx).await;
         notify_systemd("STOPPING=1");
+        let _ = stop_all.send(true);
         for t in aux {
             t.abort();
         }
@@ -198,27 +214,40 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     })
 }
 
-/// Resolves the identity, retrying remote failures; a rejected key ends the
-/// daemon (exit 2), as does a configuration error.
-async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> Result<Reconciler, Error> {
-    let mut failures = 0u32;
+/// Resolves the identity, retrying what the error policy retries, each
+/// wait cut short by shutdown. `Err`: the exit code to stop with (0 when
+/// shutdown was asked for first; else the error's, logged: a rejected key
+/// ends the daemon with 2).
+async fn connect(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Reconciler, u8> {
+    let mut attempt = 0u32;
     loop {
-        match Reconciler::connect(settings, Some(metrics.clone())).await {
-            Ok(r) => return Ok(r),
-            Err(Error::Registry(e))
-                if !matches!(
-                    e,
-                    crate::registry::RegistryError::Rejected { .. }
-                        | crate::registry::RegistryError::NotOperatorScoped
-                ) =>
-            {
-                failures += 1;
-                let wait =
-                    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
-                tracing::error!(error = %e, retry_in_s = wait.as_secs(), "cannot resolve the operator id yet; retrying");
-                tokio::time::sleep(wait).await;
+        let result = tokio::select! {
+            biased;
+            _ = scheduler::requested(&mut shutdown) => return Err(EXIT_OK),
+            r = Reconciler::connect(settings, Some(metrics.clone())) => r,
+        };
+        let e = match result {
+            Ok(rec) => return Ok(rec),
+            Err(e) => e,
+        };
+        attempt += 1;
+        match error_policy(&e, attempt) {
+            Requeue::After(wait) => {
+                tracing::error!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64, "cannot resolve the operator id yet; retrying");
+                tokio::select! {
+                    biased;
+                    _ = scheduler::requested(&mut shutdown) => return Err(EXIT_OK),
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
-            Err(e) => return Err(e),
+            Requeue::Stop { code, why } => {
+                policy::log_stop(&e, code, why);
+                return Err(code);
+            }
         }
     }
 }

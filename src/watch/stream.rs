@@ -19,6 +19,7 @@ use url::Url;
 
 use super::ops::Health;
 use super::trigger::{Trigger, Triggers};
+use crate::backoff::Backoff;
 use crate::beacon::events::transport::Reqwest;
 use crate::beacon::events::{
     events_url, BadEvent, Event, Item, StreamError, Subscription, MAX_LINE_BYTES,
@@ -56,12 +57,11 @@ pub async fn follow(
     let silence = (cfg.slot * 2).max(Duration::from_secs(1));
     // After a failover, try the preferred node again after this long.
     let come_back = (cfg.slot * 10).max(Duration::from_secs(2));
-    let mut failures: u32 = 0;
+    let mut backoff = reconnect_backoff();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let mut connected_any = false;
         for (i, url) in cfg.urls.iter().enumerate() {
             let outcome = tokio::select! {
                 o = session(&cfg, &transport, url, i, silence, come_back, &triggers, &metrics, &health) => o,
@@ -71,7 +71,6 @@ pub async fn follow(
             metrics.set("keysync_event_stream_connected", &[], 0.0);
             match outcome {
                 Session::Ended { lasted, why } => {
-                    connected_any = true;
                     metrics.inc(
                         "keysync_event_stream_ended_total",
                         &[("reason", why.reason())],
@@ -80,15 +79,12 @@ pub async fn follow(
                     // A session cut short (an oversized line, a node that
                     // closes at once) backs off like a failed connect.
                     if lasted > silence {
-                        failures = 0;
-                    } else {
-                        failures = failures.saturating_add(1);
+                        backoff.reset();
                     }
                     break;
                 }
                 Session::ComeBack => {
-                    connected_any = true;
-                    failures = 0;
+                    backoff.reset();
                     tracing::info!(url = %beacon::display(url), "trying the preferred beacon node again");
                     break;
                 }
@@ -97,10 +93,9 @@ pub async fn follow(
                 }
             }
         }
-        if !connected_any {
-            failures = failures.saturating_add(1);
-        }
-        let wait = backoff(failures);
+        // Every round that did not end a healthy session counts a failure;
+        // after a healthy one the first wait is the base again.
+        let wait = backoff.fail();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
@@ -108,12 +103,9 @@ pub async fn follow(
     }
 }
 
-/// Capped, jittered exponential backoff: 0.25 s … 30 s.
-fn backoff(failures: u32) -> Duration {
-    use rand::Rng;
-    let base = Duration::from_millis(250).saturating_mul(1u32 << failures.min(7));
-    base.min(Duration::from_secs(30))
-        .mul_f64(rand::rng().random_range(0.5..=1.0))
+/// Between reconnects: 0.25 s doubling to 30 s, ±50 %.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30)).with_jitter(0.5)
 }
 
 enum Session {

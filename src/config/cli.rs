@@ -1,12 +1,38 @@
 //! Command line, stage one: what the user typed, validated for shape only.
 //!
-//! Owns the single definition of every flag, its environment variable and
-//! its help text (clap derives `--help` from it). Does no I/O: files, URLs
-//! and defaults are resolved in [`crate::settings`].
+//! The one definition of every setting. A field of [`Common`] or
+//! [`WatchArgs`] is at once the flag (its name, dashed), the environment
+//! variable (`env`), the TOML key (its name: these structs deserialize the
+//! config file too), the help text (its doc comment) and the default
+//! (`default_value`, from a constant below: clap prints it in `--help`,
+//! [`crate::config`] resolves to it). Does no I/O: files, URLs and
+//! precedence are stage two, [`crate::config`].
 
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use super::LogFormat;
+use crate::beacon::node::DEFAULT_SYNC_TOLERANCE_SLOTS;
+
+pub const DEFAULT_API_URL: &str = "https://console.getoptimum.io";
+pub const DEFAULT_AUTH_URL: &str = "https://auth.getoptimum.io";
+pub const DEFAULT_NETWORK: &str = "mainnet";
+pub const DEFAULT_CHAIN_ID: &str = "0x1";
+pub const DEFAULT_HTTP_ATTEMPTS: u32 = 4;
+/// Most attempts per remote request: more would ride out any outage but
+/// hold the exit code an alert keys on for hours.
+pub const MAX_HTTP_ATTEMPTS: u32 = 20;
+pub const DEFAULT_HTTP_BACKOFF_MS: u64 = 500;
+pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_MAX_DELETES: u64 = 10;
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_DEBOUNCE_MS: u64 = 250;
+pub const DEFAULT_MAX_WAIT_MS: u64 = 2_000;
+pub const DEFAULT_RESYNC_SECS: u64 = 600;
+pub const DEFAULT_WRITES_PER_SECOND: u32 = 20;
+pub const DEFAULT_SLOT_MS: u64 = 12_000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,19 +93,24 @@ impl Command {
 }
 
 /// Settings every command shares.
-#[derive(Debug, Clone, Default, Args)]
+///
+/// Every field but `config` is also a key of the config file: an unset
+/// field (`None`, or `false`) leaves the setting to the file or its default.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct Common {
     /// TOML file with any of these settings (keys as the variable names
     /// without KEYSYNC_, lowercase). Flags and variables win over it.
     #[arg(long, env = "KEYSYNC_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Optimum console API base URL [default: https://console.getoptimum.io]
-    #[arg(long, env = "KEYSYNC_API_URL", value_name = "URL")]
+    /// Optimum console API base URL
+    #[arg(long, env = "KEYSYNC_API_URL", value_name = "URL", default_value = DEFAULT_API_URL)]
     pub api_url: Option<String>,
 
-    /// Optimum auth base URL, for GET /api/v1/me [default: https://auth.getoptimum.io]
-    #[arg(long, env = "KEYSYNC_AUTH_URL", value_name = "URL")]
+    /// Optimum auth base URL, for GET /api/v1/me
+    #[arg(long, env = "KEYSYNC_AUTH_URL", value_name = "URL", default_value = DEFAULT_AUTH_URL)]
     pub auth_url: Option<String>,
 
     /// Operator API key (ovi_live_…). Prefer --api-key-file.
@@ -99,13 +130,13 @@ pub struct Common {
     #[arg(long, env = "KEYSYNC_OPERATOR_ID", value_name = "ID")]
     pub operator_id: Option<String>,
 
-    /// Network name sent to the console API [default: mainnet]
-    #[arg(long, env = "KEYSYNC_NETWORK", value_name = "NAME")]
+    /// Network name sent to the console API
+    #[arg(long, env = "KEYSYNC_NETWORK", value_name = "NAME", default_value = DEFAULT_NETWORK)]
     pub network: Option<String>,
 
     /// Registry chain id: 0x1 for mainnet, 0x88bb0 for hoodi (0x-hex or
-    /// decimal; written the registry's way) [default: 0x1]
-    #[arg(long, env = "KEYSYNC_CHAIN_ID", value_name = "ID")]
+    /// decimal; written the registry's way)
+    #[arg(long, env = "KEYSYNC_CHAIN_ID", value_name = "ID", default_value = DEFAULT_CHAIN_ID)]
     pub chain_id: Option<String>,
 
     /// Beacon node URL; several comma-separated for failover (watch).
@@ -130,31 +161,61 @@ pub struct Common {
     #[arg(long, env = "KEYSYNC_INPUT_DIR", value_name = "DIR")]
     pub input_dir: Option<PathBuf>,
 
-    /// Log format on stderr: console or json [default: console]
-    #[arg(long, env = "KEYSYNC_LOG_FORMAT", value_name = "FORMAT")]
+    /// Log format on stderr: console or json
+    #[arg(
+        long,
+        env = "KEYSYNC_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = LogFormat::Console.as_str()
+    )]
     pub log_format: Option<String>,
 
-    /// Attempts per remote request (retries on network errors, 429, 5xx),
-    /// 1 to 20 [default: 4]
-    #[arg(long, env = "KEYSYNC_HTTP_ATTEMPTS", value_name = "N")]
+    // The help is built here (not a doc comment) to print the bound checked.
+    #[arg(
+        long,
+        env = "KEYSYNC_HTTP_ATTEMPTS",
+        value_name = "N",
+        default_value = DEFAULT_HTTP_ATTEMPTS.to_string(),
+        help = format!("Attempts per remote request (retries on network errors, 429, 5xx), 1 to {MAX_HTTP_ATTEMPTS}")
+    )]
     pub http_attempts: Option<u32>,
 
-    /// First retry backoff in ms, doubled per retry [default: 500]
-    #[arg(long, env = "KEYSYNC_HTTP_BACKOFF_MS", value_name = "MS")]
+    /// First retry backoff in ms, doubled per retry
+    #[arg(
+        long,
+        env = "KEYSYNC_HTTP_BACKOFF_MS",
+        value_name = "MS",
+        default_value = DEFAULT_HTTP_BACKOFF_MS.to_string()
+    )]
     pub http_backoff_ms: Option<u64>,
 
-    /// Timeout of one remote request in seconds [default: 30]
-    #[arg(long, env = "KEYSYNC_HTTP_TIMEOUT_SECS", value_name = "SECS")]
+    /// Timeout of one remote request in seconds
+    #[arg(
+        long,
+        env = "KEYSYNC_HTTP_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value = DEFAULT_HTTP_TIMEOUT_SECS.to_string()
+    )]
     pub http_timeout_secs: Option<u64>,
 
     /// How many slots a beacon node's head may trail the wall clock and
-    /// still count as synced; removals wait for a synced node [default: 8]
-    #[arg(long, env = "KEYSYNC_SYNC_TOLERANCE_SLOTS", value_name = "SLOTS")]
+    /// still count as synced; removals wait for a synced node
+    #[arg(
+        long,
+        env = "KEYSYNC_SYNC_TOLERANCE_SLOTS",
+        value_name = "SLOTS",
+        default_value = DEFAULT_SYNC_TOLERANCE_SLOTS.to_string()
+    )]
     pub sync_tolerance_slots: Option<u64>,
 
     /// Emptying is meant: accept an input with no entries, and a pass that
     /// unassigns every validator of the operator.
-    #[arg(long, env = "KEYSYNC_ALLOW_EMPTY", action = ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(
+        long,
+        env = "KEYSYNC_ALLOW_EMPTY",
+        action = ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub allow_empty: bool,
 }
 
@@ -171,23 +232,43 @@ pub struct SyncArgs {
     #[arg(long, action = ArgAction::SetTrue)]
     pub dry_run: bool,
 
-    /// Refuse to unassign more than N validators in one run [default: 10]
-    #[arg(long, env = "KEYSYNC_MAX_DELETES", value_name = "N")]
+    /// Refuse to unassign more than N validators in one run
+    #[arg(
+        long,
+        env = "KEYSYNC_MAX_DELETES",
+        value_name = "N",
+        default_value = DEFAULT_MAX_DELETES.to_string()
+    )]
     pub max_deletes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Args)]
+/// The daemon's settings: with [`Common`] flattened in, every key the
+/// config file may hold (it deserializes into this struct; an unknown key
+/// is an error).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WatchArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 
     /// Write to the registry. Without it: shadow mode (plans are logged and
     /// exposed in /metrics, nothing is written).
-    #[arg(long, env = "KEYSYNC_APPLY", action = ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(
+        long,
+        env = "KEYSYNC_APPLY",
+        action = ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub apply: bool,
 
-    /// Hold back unassigns beyond N per pass until fixed or raised [default: 10]
-    #[arg(long, env = "KEYSYNC_MAX_DELETES", value_name = "N")]
+    /// Hold back unassigns beyond N per pass until fixed or raised
+    #[arg(
+        long,
+        env = "KEYSYNC_MAX_DELETES",
+        value_name = "N",
+        default_value = DEFAULT_MAX_DELETES.to_string()
+    )]
     pub max_deletes: Option<u64>,
 
     /// State directory for the sled store [default: $STATE_DIRECTORY, else the
@@ -195,37 +276,61 @@ pub struct WatchArgs {
     #[arg(long, env = "KEYSYNC_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Address for /health, /ready and /metrics [default: 127.0.0.1:9464]
-    #[arg(long, env = "KEYSYNC_LISTEN", value_name = "ADDR")]
+    /// Address for /health, /ready and /metrics
+    #[arg(long, env = "KEYSYNC_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: Option<String>,
 
-    /// Quiet time before a reconcile starts, in ms [default: 250]
-    #[arg(long, env = "KEYSYNC_DEBOUNCE_MS", value_name = "MS")]
+    /// Quiet time before a reconcile starts, in ms
+    #[arg(
+        long,
+        env = "KEYSYNC_DEBOUNCE_MS",
+        value_name = "MS",
+        default_value = DEFAULT_DEBOUNCE_MS.to_string()
+    )]
     pub debounce_ms: Option<u64>,
 
-    /// Longest a trigger waits under constant churn, in ms [default: 2000]
-    #[arg(long, env = "KEYSYNC_MAX_WAIT_MS", value_name = "MS")]
+    /// Longest a trigger waits under constant churn, in ms
+    #[arg(
+        long,
+        env = "KEYSYNC_MAX_WAIT_MS",
+        value_name = "MS",
+        default_value = DEFAULT_MAX_WAIT_MS.to_string()
+    )]
     pub max_wait_ms: Option<u64>,
 
-    /// Full re-list of the registry every N seconds [default: 600]
-    #[arg(long, env = "KEYSYNC_RESYNC_SECS", value_name = "SECS")]
+    /// Full re-list of the registry every N seconds
+    #[arg(
+        long,
+        env = "KEYSYNC_RESYNC_SECS",
+        value_name = "SECS",
+        default_value = DEFAULT_RESYNC_SECS.to_string()
+    )]
     pub resync_secs: Option<u64>,
 
-    /// Console API writes per second (burst the same) [default: 20]
-    #[arg(long, env = "KEYSYNC_WRITES_PER_SECOND", value_name = "N")]
+    /// Console API writes per second (burst the same)
+    #[arg(
+        long,
+        env = "KEYSYNC_WRITES_PER_SECOND",
+        value_name = "N",
+        default_value = DEFAULT_WRITES_PER_SECOND.to_string()
+    )]
     pub writes_per_second: Option<u32>,
 
     /// Beacon slot length in ms, for the dead-stream timeout of two slots
-    /// [default: 12000]
-    #[arg(long, env = "KEYSYNC_SLOT_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "KEYSYNC_SLOT_MS",
+        value_name = "MS",
+        default_value = DEFAULT_SLOT_MS.to_string()
+    )]
     pub slot_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ProbeArgs {
     /// The daemon's --listen address; an unspecified host (0.0.0.0, ::)
-    /// is probed on loopback [default: 127.0.0.1:9464]
-    #[arg(long, env = "KEYSYNC_LISTEN", value_name = "ADDR")]
+    /// is probed on loopback
+    #[arg(long, env = "KEYSYNC_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: Option<String>,
 
     /// Give up after this many milliseconds.
@@ -248,6 +353,6 @@ pub struct DemoArgs {
     pub seconds: Option<u64>,
 
     /// Log format on stderr: console or json.
-    #[arg(long, default_value = "console")]
+    #[arg(long, default_value = LogFormat::Console.as_str())]
     pub log_format: String,
 }
