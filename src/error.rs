@@ -8,9 +8,9 @@
 
 use crate::apply::ApplyError;
 use crate::beacon::BeaconError;
+use crate::inputs::SourceError;
 use crate::registry::RegistryError;
 use crate::settings::ConfigError;
-use crate::sources::SourceError;
 
 pub const EXIT_OK: u8 = 0;
 /// keysync itself or its host failed (a panicked task, stdout that cannot

@@ -1,10 +1,10 @@
 //! keysync keeps Optimum's validator registry equal to the validators an
 //! operator owns.
 //!
-//! The machine, by room: [`sources`] (input files) and [`beacon`] (the chain)
-//! feed the [`reconcile`] core, which plans with the pure [`plan`] and writes
-//! through [`apply`] to the [`registry`], once the [`witness`] has confirmed
-//! any removal. The one-shot commands live in
+//! The machine, by room: [`inputs`] (input files) and [`beacon`] (the chain)
+//! feed the [`desired`] set; the [`reconcile`] core — one function for every
+//! command — plans with the pure [`plan`] and writes through [`apply`] to the
+//! [`registry`], once the [`witness`] has confirmed any removal. The one-shot commands live in
 //! [`oneshot`]; the daemon in [`watch`] with its [`store`]. [`config`] holds
 //! the two stages of configuration ([`cli`], then the settings); [`error`]
 //! maps failures to exit codes; every retry loop waits by [`backoff`].
@@ -20,6 +20,7 @@ pub mod desired;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod inputs;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;
@@ -30,7 +31,6 @@ pub mod reconcile;
 pub mod registry;
 pub mod run;
 pub mod secret;
-pub mod sources;
 pub mod store;
 pub mod watch;
 pub mod witness;

@@ -13,11 +13,11 @@ use crate::apply::{Observer, Writer};
 use crate::cli::{Command, SyncArgs};
 use crate::desired::{log_counts, Counts, Desired};
 use crate::error::{Error, EXIT_OK};
+use crate::inputs;
 use crate::output;
 use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::reconcile::{report_outside, Mode, PassObserver, Policy, Reconciler, Stale, State};
 use crate::settings::Settings;
-use crate::sources;
 use crate::witness::Confirmed;
 
 fn stdout_err(e: std::io::Error) -> Error {
@@ -49,7 +49,7 @@ async fn show(settings: &Settings) -> Result<u8, Error> {
 /// `diff` (args = None) and `sync`.
 async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error> {
     let started = std::time::Instant::now();
-    let content = sources::read_all(&settings.inputs, settings.allow_empty)?;
+    let content = inputs::read_all(&settings.inputs, settings.allow_empty)?;
     let t_inputs = started.elapsed();
     let rec = Reconciler::connect(settings, None).await?;
 

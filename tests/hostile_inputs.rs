@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keysync::sources::{self, SourceError, SourceKind};
+use keysync::inputs::{self, SourceError, SourceKind};
 use keysync::watch;
 use keysync_sim::{Route, Sim};
 use support::*;
@@ -371,7 +371,7 @@ async fn invariant_1_an_input_over_the_size_cap_is_refused_before_it_is_read() {
     // Sparse: 256 MiB + 1 byte on paper, nothing on disk.
     let big = dir.join("validators.pubkeys");
     let f = std::fs::File::create(&big).unwrap();
-    f.set_len(sources::MAX_INPUT_BYTES + 1).unwrap();
+    f.set_len(inputs::MAX_INPUT_BYTES + 1).unwrap();
     drop(f);
     let started = std::time::Instant::now();
     let r = oneshot(
@@ -400,10 +400,10 @@ fn invariant_1_the_size_cap_admits_a_file_at_the_cap_and_refuses_one_byte_more()
     let text = "1\n2\n3\n";
     std::fs::write(&list, text).unwrap();
     let cap = text.len() as u64;
-    let c = sources::read_capped(SourceKind::IndexList, &list, cap).unwrap();
+    let c = inputs::read_capped(SourceKind::IndexList, &list, cap).unwrap();
     assert_eq!(c.indices, vec![1, 2, 3]);
     std::fs::write(&list, format!("{text}4")).unwrap();
-    let e = sources::read_capped(SourceKind::IndexList, &list, cap).unwrap_err();
+    let e = inputs::read_capped(SourceKind::IndexList, &list, cap).unwrap_err();
     assert!(matches!(e, SourceError::Read { .. }), "{e}");
     assert_eq!(
         e.to_string(),
@@ -834,13 +834,9 @@ fn peak_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
 
 /// Reads `path` as `kind` and asserts the peak stays within `ratio` times
 /// the file's size.
-fn within(
-    kind: SourceKind,
-    path: &Path,
-    ratio: f64,
-) -> Result<sources::SourceContent, SourceError> {
+fn within(kind: SourceKind, path: &Path, ratio: f64) -> Result<inputs::SourceContent, SourceError> {
     let size = std::fs::metadata(path).unwrap().len() as f64;
-    let (r, peak) = peak_of(|| sources::read(kind, path));
+    let (r, peak) = peak_of(|| inputs::read(kind, path));
     let x = peak as f64 / size;
     eprintln!(
         "{}: {:.1} MB, peak {:.1} MB ({x:.2}x)",

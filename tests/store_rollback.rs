@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use keysync::beacon::BeaconValidator;
 use keysync::domain::{ChainId, Pubkey, Status};
-use keysync::sources::SourceContent;
+use keysync::inputs::SourceContent;
 use keysync::store::{JournalEntry, Opened, Store, Unproven, GENERATION_FILE};
 
 const SLED: &str = "keysync.sled";

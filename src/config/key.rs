@@ -70,7 +70,7 @@ fn check_key(value: String, origin: &Origin) -> Result<Secret, ConfigError> {
 /// inputs are read: a FIFO, directory or device is an error naming the
 /// file, and never blocks or reads without bound.
 fn read_key_file(path: &Path, origin: &Origin) -> Result<String, ConfigError> {
-    use crate::sources::file::{read_regular, MAX_KEY_FILE_BYTES};
+    use crate::inputs::file::{read_regular, MAX_KEY_FILE_BYTES};
     let bytes = read_regular(path, MAX_KEY_FILE_BYTES).map_err(|e| {
         // An I/O failure by its kind only ("permission denied"), as before.
         let why = match e.io_kind() {

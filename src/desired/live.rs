@@ -9,7 +9,7 @@ use super::{lookups, Refresh};
 use crate::beacon::ValidatorId;
 use crate::cache::{ChainCache, Learned};
 use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex};
-use crate::sources::{Delta, Record, SourceContent};
+use crate::inputs::{Delta, Record, SourceContent};
 
 /// The daemon's desired set, kept between passes.
 #[derive(Debug)]
@@ -256,7 +256,7 @@ impl Live {
         }
     }
 
-    /// The unknown and excluded counts, as [`full`] counts them (per line),
+    /// The unknown and excluded counts, as [`super::full`] counts them (per line),
     /// with up to three unknown lines.
     pub fn counts(&self, cache: &ChainCache) -> (usize, usize, Vec<String>) {
         let count = |n: Option<&u32>| n.copied().unwrap_or(0) as usize;

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use crate::beacon::ValidatorId;
 use crate::cache::{ChainCache, Learned};
 use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex};
-use crate::sources::SourceContent;
+use crate::inputs::SourceContent;
 
 pub use live::Live;
 
@@ -106,7 +106,7 @@ impl Desired {
 
     /// Takes in the change of one input (the daemon; a cold pass reads
     /// whole contents once).
-    pub fn apply(&mut self, delta: &crate::sources::Delta, cache: &ChainCache) {
+    pub fn apply(&mut self, delta: &crate::inputs::Delta, cache: &ChainCache) {
         if let Desired::Live(live) = self {
             live.apply(delta, cache);
         }

@@ -19,12 +19,12 @@ use crate::desired::{Desired, Refresh, Resolved, LEAVING};
 use crate::domain::{ChainId, DesiredValidator, Key};
 use crate::error::Error;
 use crate::http::Http;
+use crate::inputs::SourceContent;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::progress::Progress;
 use crate::registry::RegistryClient;
 use crate::settings::Settings;
-use crate::sources::SourceContent;
 use crate::witness::Reason;
 
 mod pass;

@@ -7,7 +7,7 @@
 
 use crate::cache::Known;
 use crate::domain::{ChainId, Pubkey, Status};
-use crate::sources::{Record, SourceContent};
+use crate::inputs::{Record, SourceContent};
 
 use super::StoreError;
 

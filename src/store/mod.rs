@@ -51,7 +51,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
 use crate::cache::ChainCache;
-use crate::sources::SourceContent;
+use crate::inputs::SourceContent;
 use codec::{
     chunk_hash, chunk_key, chunk_prefix, decode_entry, decode_source, encode_entry, encode_source,
     manifest_key, Manifest, Reader, BUCKET, CHUNK,

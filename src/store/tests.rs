@@ -1,7 +1,7 @@
 use super::*;
 use crate::beacon::BeaconValidator;
 use crate::domain::{ChainId, Pubkey, Status};
-use crate::sources::Record;
+use crate::inputs::Record;
 
 fn pk(i: u8) -> Pubkey {
     Pubkey([i; 48])

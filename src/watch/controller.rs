@@ -18,7 +18,6 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::inputs::InputSet;
 use super::ops::Health;
 use super::policy::{self, error_policy, Requeue};
 use super::scheduler::{Scheduler, Timing};
@@ -27,6 +26,7 @@ use crate::apply::{Observer, Writer};
 use crate::desired::Counts;
 use crate::domain::{Key, Pubkey, ValidatorIndex};
 use crate::error::{Error, EXIT_OK};
+use crate::inputs::InputSet;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::reconcile::{Mode, PassObserver, Policy, Reconciler, Stale, State};

@@ -11,7 +11,7 @@
 //! every retry wait selects on the shutdown value.
 
 pub mod controller;
-pub mod inputs;
+
 pub mod ops;
 pub mod policy;
 pub mod scheduler;
@@ -27,12 +27,12 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 
 use crate::error::{Error, EXIT_OK};
+use crate::inputs::InputSet;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 use crate::settings::Settings;
 use crate::store::Store;
 use controller::Controller;
-use inputs::InputSet;
 use ops::Health;
 use policy::{error_policy, Requeue};
 use trigger::{Trigger, Triggers};
@@ -392,11 +392,11 @@ impl InputFilter {
                 if let Ok(list) = std::fs::read_dir(parent) {
                     out.extend(list.flatten().map(|e| e.path()).filter(|e| {
                         e.file_name()
-                            .is_some_and(|n| !crate::sources::is_ignored_name(&n.to_string_lossy()))
+                            .is_some_and(|n| !crate::inputs::is_ignored_name(&n.to_string_lossy()))
                     }));
                 }
             }
-        } else if self.dir.as_deref() == Some(parent) && !crate::sources::is_ignored_name(&name) {
+        } else if self.dir.as_deref() == Some(parent) && !crate::inputs::is_ignored_name(&name) {
             out.push(p.to_path_buf());
         }
         out

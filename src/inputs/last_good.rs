@@ -18,10 +18,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::{Delta, SourceContent, SourceError, SourceKind};
 use crate::domain::{Key, Pubkey};
 use crate::metrics::Metrics;
 use crate::settings::Inputs;
-use crate::sources::{self, Delta, SourceContent, SourceError, SourceKind};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl InputSet {
     /// The configured inputs, with the last good content from the store.
     pub fn restore(inputs: Inputs, store: &Store) -> InputSet {
         let mut entries = BTreeMap::new();
-        for (kind, p) in sources::configured(&inputs) {
+        for (kind, p) in super::configured(&inputs) {
             let stored = store.load_source(&key(p));
             entries.insert(
                 p.clone(),
@@ -142,7 +142,7 @@ impl InputSet {
 
     /// The configured files and the drop directory.
     pub fn paths(&self) -> (Vec<PathBuf>, Option<PathBuf>) {
-        let files = sources::configured(&self.inputs)
+        let files = super::configured(&self.inputs)
             .map(|(_, p)| p.clone())
             .collect();
         (files, self.inputs.input_dir.clone())
@@ -151,7 +151,7 @@ impl InputSet {
     /// Directories to watch (parents of the configured files, the drop dir):
     /// watching the directory survives editors that replace files by rename.
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = sources::configured(&self.inputs)
+        let mut dirs: Vec<PathBuf> = super::configured(&self.inputs)
             .map(|(_, p)| {
                 p.parent()
                     .filter(|d| !d.as_os_str().is_empty())
@@ -235,9 +235,9 @@ impl InputSet {
             });
         }
         let read = if in_dir {
-            sources::read_dropped(path)
+            super::read_dropped(path)
         } else {
-            sources::read(kind, path)
+            super::read(kind, path)
         };
         match read {
             Ok(content) => {
@@ -327,7 +327,7 @@ impl InputSet {
         let Some(dir) = self.inputs.input_dir.clone() else {
             return Some(Vec::new());
         };
-        let failed = match sources::dir_files(&dir) {
+        let failed = match super::dir_files(&dir) {
             Ok(files) if !files.is_empty() || self.allow_empty => {
                 if self.problems.remove(&dir).is_some() {
                     tracing::info!(dir = %dir.display(), "the drop directory lists input files again");
