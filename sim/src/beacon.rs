@@ -18,11 +18,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{broadcast, watch};
 
 use crate::chain::{self, Event, StatusFilter};
+use crate::faults::tracked;
 use crate::{json_response, Route, Sim};
 
 /// The deposit contract address reported (mainnet's).
@@ -50,18 +51,23 @@ const TOPICS: &[&str] = &[
     "attester_slashing",
 ];
 
-pub fn routes() -> Router<Sim> {
+pub fn routes(sim: &Sim) -> Router<Sim> {
+    let t = |route, handler| tracked(sim, route, handler);
     Router::new()
-        .route("/eth/v1/config/deposit_contract", get(deposit_contract))
-        .route("/eth/v1/node/health", get(health))
-        .route("/eth/v1/beacon/genesis", get(genesis))
-        .route("/eth/v1/node/syncing", get(syncing))
-        .route("/eth/v1/config/spec", get(spec))
+        .route(
+            "/eth/v1/config/deposit_contract",
+            t(Route::DepositContract, get(deposit_contract)),
+        )
+        .route("/eth/v1/node/health", t(Route::Health, get(health)))
+        .route("/eth/v1/beacon/genesis", t(Route::Genesis, get(genesis)))
+        .route("/eth/v1/node/syncing", t(Route::NodeSyncing, get(syncing)))
+        .route("/eth/v1/config/spec", t(Route::Spec, get(spec)))
         .route(
             "/eth/v1/beacon/states/{state_id}/validators",
-            get(validators_get).post(validators_post),
+            t(Route::ValidatorsGet, get(validators_get))
+                .merge(t(Route::ValidatorsPost, post(validators_post))),
         )
-        .route("/eth/v1/events", get(events))
+        .route("/eth/v1/events", t(Route::Events, get(events)))
 }
 
 /// A beacon-style error body: `{"code": 400, "message": "…"}`.

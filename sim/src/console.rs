@@ -14,20 +14,28 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Deserialize;
 
+use crate::faults::tracked;
 use crate::{json_response, ApiError, Route, Sim};
 
 /// Most keys one register request may carry.
 pub const MAX_KEYS_PER_REGISTER: usize = 500;
 
-pub fn routes() -> Router<Sim> {
+pub fn routes(sim: &Sim) -> Router<Sim> {
+    let t = |route, handler| tracked(sim, route, handler);
     Router::new()
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/operators/{op}/validators", get(list).post(assign))
+        .route("/api/v1/me", t(Route::Me, get(me)))
+        .route(
+            "/api/v1/operators/{op}/validators",
+            t(Route::List, get(list)).merge(t(Route::Assign, post(assign))),
+        )
         .route(
             "/api/v1/operators/{op}/validators/{index}",
-            delete(unassign),
+            t(Route::Unassign, delete(unassign)),
         )
-        .route("/api/v1/validator-keys/batch", post(register))
+        .route(
+            "/api/v1/validator-keys/batch",
+            t(Route::Register, post(register)),
+        )
 }
 
 /// What every console handler answers.

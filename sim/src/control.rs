@@ -7,14 +7,17 @@
 //! | `GET /sim/state` | | slot, epoch, genesis_time, sync mode, stale_above, counts, assignment count, open streams, beacon_up, urls |
 //! | `GET /sim/registry` | | `{"assignments": [...], "registered": n}` |
 //! | `GET /sim/counts` | | `{route: n}` |
-//! | `POST /sim/reset_counts` | | |
+//! | `GET /sim/in_flight` | | `{route: {"now": n, "max": m}}`: requests in flight now, and the most at once since the last reset |
+//! | `POST /sim/reset_counts` | | zeroes the counts; the in-flight maxima restart from what is in flight now |
 //! | `POST /sim/advance` | `{"slots": n}` or `{"epochs": n}` | `{"slot","epoch"}` |
 //! | `POST /sim/deposit` | `{"pubkey": "0x…"\|null}` | `{"pubkey"}` |
 //! | `POST /sim/exit`, `/sim/slash` | `{"index": n}` | |
 //! | `POST /sim/status` | `{"index": n, "status": "exited_unslashed"}` | |
 //! | `POST /sim/reorg` | `{"depth": n}` | |
 //! | `POST /sim/seed` | `{"assignments": [[i,"0x1",true],…], "registered": [[i,"0x1","0xkey"],…], "assign_range": [start,end,"0x1"]}` (each optional; range end exclusive) | `{"assignments": total}` |
-//! | `POST /sim/fail` | `{"route","status","count"=1,"retry_after"?}` | |
+//! | `POST /sim/fail` | `{"route","status","count"=1,"retry_after"?,"after"=0}` (`after`: answer that many normally first) | |
+//! | `POST /sim/hold` | `{"route", "on": bool}`: while on, requests wait after their latency until released | |
+//! | `POST /sim/release` | `{"route", "count"=1}`: lets that many held requests through | |
 //! | `POST /sim/non_json` | `{"route","count"=1}` | |
 //! | `POST /sim/latency` | `{"route": null\|"list", "ms"}` | |
 //! | `POST /sim/post_unsupported` | `{"status": 405\|404\|null}` | |
@@ -47,6 +50,7 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/state", get(state))
         .route("/sim/registry", get(registry))
         .route("/sim/counts", get(counts))
+        .route("/sim/in_flight", get(in_flight))
         .route("/sim/reset_counts", post(reset_counts))
         .route("/sim/advance", post(advance))
         .route("/sim/deposit", post(deposit))
@@ -56,6 +60,8 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/reorg", post(reorg))
         .route("/sim/seed", post(seed))
         .route("/sim/fail", post(fail))
+        .route("/sim/hold", post(hold))
+        .route("/sim/release", post(release))
         .route("/sim/non_json", post(non_json))
         .route("/sim/latency", post(latency))
         .route("/sim/post_unsupported", post(post_unsupported))
@@ -130,6 +136,15 @@ async fn registry(State(sim): State<Sim>) -> Response {
 
 async fn counts(State(sim): State<Sim>) -> Response {
     json_response(StatusCode::OK, json!(sim.counts()).to_string())
+}
+
+async fn in_flight(State(sim): State<Sim>) -> Response {
+    let body: serde_json::Map<String, Value> = sim
+        .in_flight_counts()
+        .into_iter()
+        .map(|(route, (now, max))| (route, json!({"now": now, "max": max})))
+        .collect();
+    json_response(StatusCode::OK, Value::Object(body).to_string())
 }
 
 async fn reset_counts(State(sim): State<Sim>) -> Answer {
@@ -255,6 +270,8 @@ struct FailReq {
     count: u32,
     #[serde(default)]
     retry_after: Option<u64>,
+    #[serde(default)]
+    after: u32,
 }
 
 fn one_u32() -> u32 {
@@ -266,7 +283,43 @@ async fn fail(State(sim): State<Sim>, b: Bytes) -> Answer {
     if !(100..=999).contains(&req.status) {
         return Err(bad("status must be an HTTP status code"));
     }
-    sim.fail_next(route(&req.route)?, req.status, req.count, req.retry_after);
+    sim.fail_after(
+        route(&req.route)?,
+        req.after,
+        req.status,
+        req.count,
+        req.retry_after,
+    );
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct HoldReq {
+    route: String,
+    on: bool,
+}
+
+async fn hold(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: HoldReq = body(&b)?;
+    let r = route(&req.route)?;
+    if req.on {
+        sim.hold(r);
+    } else {
+        sim.unhold(r);
+    }
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct ReleaseReq {
+    route: String,
+    #[serde(default = "one_u32")]
+    count: u32,
+}
+
+async fn release(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: ReleaseReq = body(&b)?;
+    sim.release(route(&req.route)?, req.count as usize);
     ok(json!({}))
 }
 

@@ -291,14 +291,14 @@ impl Sim {
     }
 
     fn main_router(&self) -> Router {
-        console::routes()
+        console::routes(self)
             .merge(control::routes())
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.clone())
     }
 
     fn beacon_router(&self) -> Router {
-        beacon::routes()
+        beacon::routes(self)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.clone())
     }
@@ -624,6 +624,40 @@ impl Sim {
             .fail_next(route, status, count, retry_after_secs);
     }
 
+    /// [`Sim::fail_next`], once `after` more requests to `route` have been
+    /// answered normally (counted in the order their latency ends, so with
+    /// concurrent requests: the `after + 1`-th to be answered fails).
+    pub fn fail_after(
+        &self,
+        route: Route,
+        after: u32,
+        status: u16,
+        count: u32,
+        retry_after_secs: Option<u64>,
+    ) {
+        self.faults()
+            .fail_after(route, after, status, count, retry_after_secs);
+    }
+
+    /// From now on, requests to `route` wait (after their latency, before
+    /// any injected fault) until [`Sim::release`] lets them through. While
+    /// waiting they are in flight; a client that hangs up leaves.
+    /// No-op if already held.
+    pub fn hold(&self, route: Route) {
+        self.faults().hold(route);
+    }
+
+    /// Lets `n` requests to a held `route` through, waiting ones first (in
+    /// arrival order), then the next to arrive. No-op if not held.
+    pub fn release(&self, route: Route, n: usize) {
+        self.faults().release(route, n);
+    }
+
+    /// Ends the hold on `route`: waiting requests go on, later ones pass.
+    pub fn unhold(&self, route: Route) {
+        self.faults().unhold(route);
+    }
+
     /// The next `count` requests to `route` answer 200 `<html>502 proxy</html>`.
     pub fn non_json_next(&self, route: Route, count: u32) {
         self.faults().non_json_next(route, count);
@@ -699,6 +733,31 @@ impl Sim {
         self.faults().count(route)
     }
 
+    /// Requests to `route` in flight now: from reaching the route until
+    /// the response body is fully sent, or the client goes away. An open
+    /// event stream is in flight.
+    pub fn in_flight(&self, route: Route) -> u64 {
+        self.faults().in_flight(route)
+    }
+
+    /// The most requests to `route` that were in flight at once (as
+    /// [`Sim::in_flight`] counts them) since start or the last
+    /// [`Sim::reset_counts`].
+    pub fn max_in_flight(&self, route: Route) -> u64 {
+        self.faults().max_in_flight(route)
+    }
+
+    /// Requests in flight per route name, now and the most at once, every
+    /// route listed: `{route: (now, max)}`.
+    pub fn in_flight_counts(&self) -> BTreeMap<String, (u64, u64)> {
+        Route::ALL
+            .into_iter()
+            .map(|r| (r.to_string(), (self.in_flight(r), self.max_in_flight(r))))
+            .collect()
+    }
+
+    /// Zeroes the request counters and restarts the in-flight maxima from
+    /// what is in flight now.
     pub fn reset_counts(&self) {
         self.faults().reset_counts();
     }

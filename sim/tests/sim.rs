@@ -509,6 +509,128 @@ async fn latency_applies_to_every_route_or_one() {
     assert!(t.elapsed() >= Duration::from_millis(120));
 }
 
+/// A `POST …/validators` asking for validators 0 and 1.
+async fn post_two(c: &reqwest::Client, sim: &Sim) -> reqwest::StatusCode {
+    c.post(format!(
+        "{}/eth/v1/beacon/states/head/validators",
+        sim.beacon_url()
+    ))
+    .json(&json!({"ids": ["0", "1"]}))
+    .send()
+    .await
+    .unwrap()
+    .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_counted_per_route_with_their_maximum() {
+    let sim = manual().await;
+    let c = http();
+    let post = Route::ValidatorsPost;
+    assert_eq!((sim.in_flight(post), sim.max_in_flight(post)), (0, 0));
+
+    // Three at once, each held 1 s: all three are in the simulator together.
+    sim.set_latency(Some(post), 1000);
+    let (a, b, d) = tokio::join!(post_two(&c, &sim), post_two(&c, &sim), post_two(&c, &sim));
+    assert_eq!((a, b, d), (StatusCode::OK, StatusCode::OK, StatusCode::OK));
+    // A response is released before its last byte reaches the client.
+    assert_eq!(sim.in_flight(post), 0);
+    assert_eq!(sim.max_in_flight(post), 3);
+    assert_eq!(sim.count(post), 3);
+    // Other routes are counted apart.
+    assert_eq!(sim.max_in_flight(Route::ValidatorsGet), 0);
+
+    // One after another: never more than one.
+    sim.set_latency(Some(post), 0);
+    sim.reset_counts();
+    assert_eq!(sim.max_in_flight(post), 0);
+    for _ in 0..3 {
+        assert_eq!(post_two(&c, &sim).await, StatusCode::OK);
+    }
+    assert_eq!((sim.in_flight(post), sim.max_in_flight(post)), (0, 1));
+
+    // Clients that go away mid-request (their requests are held 60 s) stop
+    // counting when they do; the maximum stays.
+    sim.reset_counts();
+    sim.set_latency(Some(post), 60_000);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (c, sim) = (c.clone(), sim.clone());
+            tokio::spawn(async move { post_two(&c, &sim).await })
+        })
+        .collect();
+    assert!(
+        wait_for(10, || sim.in_flight(post) == 6).await,
+        "in flight: {}",
+        sim.in_flight(post)
+    );
+    let answer: Value = get_json(&c, &format!("{}/sim/in_flight", sim.url())).await;
+    assert_eq!(answer["validators_post"], json!({"now": 6, "max": 6}));
+    assert_eq!(answer["health"], json!({"now": 0, "max": 0}));
+    assert_eq!(answer.as_object().unwrap().len(), Route::ALL.len());
+    assert_eq!(sim.count(post), 6);
+    // Requests still running carry over a reset as the new maximum.
+    sim.reset_counts();
+    assert_eq!((sim.count(post), sim.max_in_flight(post)), (0, 6));
+    for client in &clients {
+        client.abort();
+    }
+    assert!(
+        wait_for(10, || sim.in_flight(post) == 0).await,
+        "in flight after the clients left: {}",
+        sim.in_flight(post)
+    );
+    assert_eq!((sim.count(post), sim.max_in_flight(post)), (0, 6));
+
+    // An event stream is in flight for as long as it is open.
+    let sse = Sse::open(&sim, &["head"]).await;
+    assert_eq!(sim.in_flight(Route::Events), 1);
+    drop(sse);
+    assert!(wait_for(10, || sim.in_flight(Route::Events) == 0).await);
+    assert_eq!(sim.max_in_flight(Route::Events), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_requests_wait_for_a_release_or_leave_with_their_client() {
+    let sim = manual().await;
+    let c = http();
+    let post = Route::ValidatorsPost;
+    let ctl = |p: &str, body: Value| c.post(format!("{}/sim/{p}", sim.url())).json(&body).send();
+    let r = ctl("hold", json!({"route": "validators_post", "on": true}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spawn = || {
+        let (c, sim) = (c.clone(), sim.clone());
+        tokio::spawn(async move { post_two(&c, &sim).await })
+    };
+    let (a, b) = (spawn(), spawn());
+    assert!(wait_for(10, || sim.in_flight(post) == 2).await);
+    // Released one at a time (the other stays in flight).
+    ctl("release", json!({"route": "validators_post", "count": 1}))
+        .await
+        .unwrap();
+    assert!(wait_for(10, || a.is_finished() || b.is_finished()).await);
+    let (done, waiting) = if a.is_finished() { (a, b) } else { (b, a) };
+    assert_eq!(done.await.unwrap(), StatusCode::OK);
+    assert_eq!(sim.in_flight(post), 1);
+    assert!(!waiting.is_finished());
+    // A held request whose client hangs up leaves at once.
+    waiting.abort();
+    assert!(wait_for(10, || sim.in_flight(post) == 0).await);
+    // Other routes are not held; ending the hold lets requests through.
+    let health = format!("{}/eth/v1/node/health", sim.beacon_url());
+    assert_eq!(c.get(&health).send().await.unwrap().status(), 200);
+    let late = spawn();
+    assert!(wait_for(10, || sim.in_flight(post) == 1).await);
+    ctl("hold", json!({"route": "validators_post", "on": false}))
+        .await
+        .unwrap();
+    assert_eq!(late.await.unwrap(), StatusCode::OK);
+    assert_eq!(post_two(&c, &sim).await, StatusCode::OK);
+    assert_eq!((sim.count(post), sim.max_in_flight(post)), (4, 2));
+}
+
 // ---- beacon REST --------------------------------------------------------
 
 #[tokio::test]
@@ -1771,6 +1893,22 @@ async fn control_api_mirrors_the_handle() {
     assert_eq!(counts["validators_post"], 2);
     post("reset_counts", json!({})).await.unwrap();
     assert_eq!(sim.count(Route::List), 0);
+    // `after`: that many answered normally first.
+    post("fail", json!({"route": "list", "status": 503, "after": 1}))
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = c
+            .get(&list)
+            .bearer_auth(sim.api_key())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 503, 200]);
+    post("reset_counts", json!({})).await.unwrap();
 
     // Streams and beacon up/down.
     let mut s = Sse::open(&sim, &["head"]).await;

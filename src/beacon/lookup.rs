@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Deserializer};
+use tokio::sync::Semaphore;
 
 use super::{
     display, join, quoted_u64, BeaconClient, BeaconError, BeaconValidator, Endpoint, ValidatorId,
@@ -112,10 +113,15 @@ impl BeaconClient {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<BeaconValidator>, BeaconError> {
         // One task per chunk, so answers are decoded on every core at once;
-        // spawned lazily, so at most CONCURRENCY are in flight, and aborted
-        // when dropped, so nothing outlives an error or a failover.
+        // spawned lazily, at most CONCURRENCY at a time, and aborted when
+        // dropped, so nothing outlives an error or a failover. Every request
+        // also takes one of CONCURRENCY slots shared by the whole resolution:
+        // a chunk that falls back to GET sends several at once, and without
+        // the shared slots CONCURRENCY such chunks would put CONCURRENCY²
+        // requests in flight.
         let statuses: Option<Arc<Vec<String>>> =
             statuses.map(|s| Arc::new(s.iter().map(|x| x.to_string()).collect()));
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
         let this = self.clone();
         let url = display(&self.endpoints[i].url);
         // Indices, not `chunks()`: a closure over borrowed items is
@@ -125,12 +131,15 @@ impl BeaconClient {
             let ids = ids[k * POST_CHUNK..ids.len().min((k + 1) * POST_CHUNK)].to_vec();
             let statuses = statuses.clone();
             let url = url.clone();
+            let slots = slots.clone();
             async move {
                 let task = AbortOnDrop(tokio::spawn(async move {
                     let st: Option<Vec<&str>> = statuses
                         .as_ref()
                         .map(|v| v.iter().map(String::as_str).collect());
-                    let r = this.chunk(&this.endpoints[i], &ids, st.as_deref()).await;
+                    let r = this
+                        .chunk(&this.endpoints[i], &ids, st.as_deref(), &slots)
+                        .await;
                     r.map(|v| (ids.len(), v))
                 }));
                 task.await.unwrap_or_else(|e| {
@@ -161,14 +170,17 @@ impl BeaconClient {
         Ok(out)
     }
 
+    /// Resolves one chunk of ids (POST, or GETs when the node has none),
+    /// each request holding one of the resolution's `slots`.
     async fn chunk(
         &self,
         ep: &Endpoint,
         ids: &[ValidatorId],
         statuses: Option<&[&str]>,
+        slots: &Semaphore,
     ) -> Result<Vec<BeaconValidator>, BeaconError> {
         if ep.post.load(Ordering::Relaxed) != POST_NO {
-            match self.post(ep, ids, statuses).await {
+            match in_slot(slots, self.post(ep, ids, statuses)).await {
                 Ok(v) => {
                     ep.post.store(POST_YES, Ordering::Relaxed);
                     return Ok(v);
@@ -178,7 +190,9 @@ impl BeaconClient {
                     // 404 is ambiguous: "no such route" or "none of these ids
                     // known". Ask about index 0, which every chain has.
                     if ep.post.load(Ordering::Relaxed) == POST_YES
-                        || self.post(ep, &[ValidatorId::Index(0)], None).await.is_ok()
+                        || in_slot(slots, self.post(ep, &[ValidatorId::Index(0)], None))
+                            .await
+                            .is_ok()
                     {
                         ep.post.store(POST_YES, Ordering::Relaxed);
                         return Ok(Vec::new());
@@ -190,7 +204,7 @@ impl BeaconClient {
         }
         let parts: Vec<_> = ids
             .chunks(GET_CHUNK)
-            .map(|part| self.get(ep, part, statuses))
+            .map(|part| in_slot(slots, self.get(ep, part, statuses)))
             .collect();
         let mut out = Vec::new();
         bounded(parts.into_iter(), CONCURRENCY, |v| out.extend(v)).await?;
@@ -354,6 +368,13 @@ fn consistent(answers: &[BeaconValidator]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Runs `request` once one of `slots` is free, holding it until done.
+async fn in_slot<T>(slots: &Semaphore, request: impl std::future::Future<Output = T>) -> T {
+    // Never closed, so this always holds a permit.
+    let _slot = slots.acquire().await;
+    request.await
 }
 
 /// Runs `futures` with at most `limit` in flight, handing each result to
