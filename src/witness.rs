@@ -86,7 +86,7 @@ impl Reconciler {
     /// the inputs have a pubkey or index line. `drift` tells a row that
     /// appeared from elsewhere since the last listing. Lookup answers are
     /// learned into `cache`, with each change told to `on_learned`.
-    pub async fn confirm_removals(
+    pub(crate) async fn confirm_removals(
         &self,
         plan: &mut Plan,
         cache: &mut ChainCache,

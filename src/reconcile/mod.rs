@@ -1,14 +1,15 @@
-//! The `Reconciler`: one reconcile function for every command.
+//! The `Reconciler`: the clients and identity every pass uses, and the one
+//! reconcile function ([`Reconciler::reconcile`], in `pass`).
 //!
-//! Owns the pipeline — resolve the desired set (cache first, beacon for what
-//! is stale), list the registry (or use the snapshot), plan, enforce the
-//! guardrail, apply. It does not know which trigger woke it: the one-shot
-//! commands call it once with everything stale; the daemon calls it with
-//! what its triggers marked stale. Safety invariants 1–4 live here: a failing
-//! source or beacon node fails the pass before anything is planned,
-//! validators the node does not know yet are pending, not gone, and (in
-//! [`crate::witness`]) no unassign goes out on the word of a node that is not
-//! synced.
+//! Owns the steps of a pass — vet the beacon node, fetch what is stale into
+//! the cache, list the registry, apply under the guardrail and the
+//! empty-registry rule — and the chain-spelling and scope checks. The steps
+//! are private to the crate: every command goes through the one function,
+//! which does not know which trigger woke it. Safety invariants 1–4 live
+//! here: a failing source or beacon node fails the pass before anything is
+//! planned, validators the node does not know yet are pending, not gone,
+//! and (in [`crate::witness`]) no unassign goes out on the word of a node
+//! that is not synced.
 
 use std::sync::Arc;
 
@@ -229,7 +230,7 @@ impl Reconciler {
 
     /// Starts a pass on the beacon side: every node is vetted again (right
     /// chain, synced) before its next answer is used.
-    pub fn begin_pass(&self) {
+    pub(crate) fn begin_pass(&self) {
         if let Some(b) = &self.beacon {
             b.begin_pass();
         }
@@ -238,7 +239,7 @@ impl Reconciler {
     /// Starts a pass and picks its beacon node now: one on the configured
     /// chain (a wrong URL must never resolve to an empty desired set),
     /// synced if any is.
-    pub async fn check_beacon(&self) -> Result<(), Error> {
+    pub(crate) async fn check_beacon(&self) -> Result<(), Error> {
         let Some(beacon) = &self.beacon else {
             return Ok(());
         };
@@ -267,7 +268,7 @@ impl Reconciler {
     /// Asks the beacon node for `full` (every status) and `epoch` (leaving
     /// statuses only) and learns the answers into `cache`, telling
     /// `on_change` what changed.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         full: &[ValidatorId],
         epoch: &[ValidatorId],
@@ -311,7 +312,7 @@ impl Reconciler {
 
     /// Lists the registry, expecting about `expected_rows` rows (the
     /// answer's size limit scales with it).
-    pub async fn list(&self, expected_rows: usize) -> Result<RegistrySnapshot, Error> {
+    pub(crate) async fn list(&self, expected_rows: usize) -> Result<RegistrySnapshot, Error> {
         Ok(RegistrySnapshot::from_rows(
             self.registry
                 .list_expecting(&self.operator_id, expected_rows)
