@@ -12,7 +12,8 @@ use std::num::NonZeroU32;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::domain::{DesiredValidator, Key};
-use crate::metrics::Metrics;
+use crate::metrics::events::{WriteFailed, WriteLanded};
+use crate::metrics::{Event, Metrics, UnassignReason, Write};
 use crate::plan::Plan;
 use crate::registry::{RegistryClient, RegistryError, REGISTER_CHUNK};
 use crate::witness::Reason;
@@ -44,6 +45,15 @@ impl Stage {
             Stage::Assign => "assign",
             Stage::Unassign => "unassign",
         }
+    }
+}
+
+/// The stage a write belongs to.
+fn stage_of(write: Write) -> Stage {
+    match write {
+        Write::Register => Stage::Register,
+        Write::Assign => Stage::Assign,
+        Write::Unassign(_) => Stage::Unassign,
     }
 }
 
@@ -104,31 +114,11 @@ pub struct Applied {
 }
 
 impl Writer<'_> {
-    /// Counts `rows` written (or failed) of `stage`: with the log lines, the
-    /// one place a write's outcome is reported.
-    fn count(&self, stage: Stage, result: &str, rows: usize) {
-        if let Some(m) = self.metrics {
-            m.add(
-                "keysync_writes_total",
-                &[("kind", stage.label()), ("result", result)],
-                rows as f64,
-            );
-        }
-    }
-
-    /// Counts one unassign with its reason.
-    fn count_unassign(&self, result: &str, reason: Option<&Reason>) {
-        if let Some(m) = self.metrics {
-            m.add(
-                "keysync_writes_total",
-                &[
-                    ("kind", Stage::Unassign.label()),
-                    ("result", result),
-                    ("reason", reason.map_or("not_in_inputs", Reason::label)),
-                ],
-                1.0,
-            );
-        }
+    /// Tells `event` (its log line; its metrics, where kept): with the log
+    /// lines of [`crate::metrics::events`], the one place a write's outcome
+    /// is reported.
+    fn emit(&self, event: impl Event) {
+        event.emit(self.metrics);
     }
 
     async fn permit(&self) {
@@ -147,24 +137,18 @@ impl Writer<'_> {
         observer: &mut dyn Observer,
     ) -> Result<Applied, ApplyError> {
         let mut p = Progress::default();
-        let fail = |stage: Stage, p: Progress, source, rows: usize| {
-            if stage != Stage::Unassign {
-                self.count(stage, "error", rows);
-            }
+        let fail = |write: Write, p: Progress, source, rows: usize| {
             let e = ApplyError {
-                stage,
+                stage: stage_of(write),
                 progress: p,
                 source: Box::new(source),
             };
-            tracing::error!(
-                stage = %stage,
-                registered_added = p.registered_added,
-                registered_skipped = p.registered_skipped,
-                assigned = p.assigned,
-                unassigned = p.unassigned,
-                error = %e.source,
-                "apply failed part-way; what landed is listed, the next run converges from here"
-            );
+            self.emit(WriteFailed {
+                write,
+                rows,
+                progress: p,
+                error: &e.source,
+            });
             e
         };
         let stopped = |p| {
@@ -183,16 +167,15 @@ impl Writer<'_> {
                 .registry
                 .register(chunk)
                 .await
-                .map_err(|e| fail(Stage::Register, p, e, chunk.len()))?;
+                .map_err(|e| fail(Write::Register, p, e, chunk.len()))?;
             p.registered_added += added;
             p.registered_skipped += skipped;
-            self.count(Stage::Register, "ok", chunk.len());
             observer.registered(chunk);
-            tracing::info!(
-                added = p.registered_added,
-                skipped = p.registered_skipped,
-                "registered keys"
-            );
+            self.emit(WriteLanded {
+                write: Write::Register,
+                rows: chunk.len(),
+                progress: p,
+            });
         }
         for chunk in plan.to_assign.chunks(ASSIGN_CHUNK) {
             if (self.should_stop)() {
@@ -202,28 +185,37 @@ impl Writer<'_> {
             self.registry
                 .assign(self.operator_id, chunk)
                 .await
-                .map_err(|e| fail(Stage::Assign, p, e, chunk.len()))?;
+                .map_err(|e| fail(Write::Assign, p, e, chunk.len()))?;
             p.assigned += chunk.len() as u64;
-            self.count(Stage::Assign, "ok", chunk.len());
             observer.assigned(chunk);
-            tracing::info!(count = p.assigned, "assigned validators");
+            self.emit(WriteLanded {
+                write: Write::Assign,
+                rows: chunk.len(),
+                progress: p,
+            });
         }
         for (n, key) in plan.to_unassign.iter().enumerate() {
             if (self.should_stop)() {
                 return stopped(p);
             }
             self.permit().await;
-            let reason = reasons.get(n);
+            // An unassign the plan gave no reason for is one no input lists.
+            let write = Write::Unassign(
+                reasons
+                    .get(n)
+                    .map_or(UnassignReason::NotInInputs, UnassignReason::from),
+            );
             self.registry
                 .unassign(self.operator_id, key.0, &key.1)
                 .await
-                .map_err(|e| {
-                    self.count_unassign("error", reason);
-                    fail(Stage::Unassign, p, e, 1)
-                })?;
+                .map_err(|e| fail(write, p, e, 1))?;
             p.unassigned += 1;
-            self.count_unassign("ok", reason);
             observer.unassigned(key);
+            self.emit(WriteLanded {
+                write,
+                rows: 1,
+                progress: p,
+            });
         }
         if p.unassigned > 0 {
             tracing::info!(count = p.unassigned, "unassigned validators");

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::metrics::Metrics;
+use crate::metrics::events::{RemoteRequest, Retrying};
+use crate::metrics::{Event, Metrics, Reply};
 use crate::secret::{Scrubber, Secret};
 
 /// The remote party a request goes to; named in every error.
@@ -23,6 +24,8 @@ pub enum Party {
     Auth,
     Console,
     Beacon,
+    /// A validator client's or remote signer's Keymanager API.
+    Keymanager,
 }
 
 impl Party {
@@ -31,6 +34,7 @@ impl Party {
             Party::Auth => "auth",
             Party::Console => "console",
             Party::Beacon => "beacon",
+            Party::Keymanager => "keymanager",
         }
     }
 }
@@ -41,6 +45,7 @@ impl fmt::Display for Party {
             Party::Auth => "auth service",
             Party::Console => "console API",
             Party::Beacon => "beacon node",
+            Party::Keymanager => "keymanager",
         })
     }
 }
@@ -273,40 +278,54 @@ impl Http {
             let started = Instant::now();
             let result = build(&self.client).send().await;
             let elapsed = started.elapsed().as_secs_f64();
-            let failure = match result {
+            let (failure, reply) = match result {
                 Ok(resp) if resp.status().is_success() => {
-                    self.record(party, call, "ok", elapsed);
+                    self.emit(RemoteRequest {
+                        party,
+                        call,
+                        reply: Reply::Ok,
+                        seconds: elapsed,
+                        retry: None,
+                    });
                     return Ok(resp);
                 }
                 Ok(resp) if resp.status().is_redirection() => {
                     let status = resp.status().as_u16();
-                    self.record(party, call, &status.to_string(), elapsed);
-                    Failure::Redirect {
+                    let failure = Failure::Redirect {
                         status,
                         to: self.scrub(&redirect_host(&resp)),
-                    }
+                    };
+                    (failure, Reply::Status(status))
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retry_after = retry_after(&resp, std::time::SystemTime::now());
                     let body = read_limited(resp, ERROR_BODY_LIMIT).await;
-                    self.record(party, call, &status.to_string(), elapsed);
-                    Failure::Status {
+                    let failure = Failure::Status {
                         status,
                         body: self.excerpt(&String::from_utf8_lossy(&body)),
                         retry_after,
                         attempts: attempt,
-                    }
+                    };
+                    (failure, Reply::Status(status))
                 }
                 Err(e) => {
-                    self.record(party, call, "transport", elapsed);
-                    Failure::Transport {
+                    let failure = Failure::Transport {
                         detail: self.scrub(&error_chain(&e)),
                         attempts: attempt,
-                    }
+                    };
+                    (failure, Reply::Transport)
                 }
             };
+            let mut outcome = RemoteRequest {
+                party,
+                call,
+                reply,
+                seconds: elapsed,
+                retry: None,
+            };
             if !failure.retryable() || attempt >= self.retry.attempts {
+                self.emit(outcome);
                 return Err(failure);
             }
             let ra = match &failure {
@@ -314,7 +333,12 @@ impl Http {
                 _ => None,
             };
             let wait = self.retry.delay(attempt, ra);
-            tracing::warn!(party = party.label(), call, attempt, wait_ms = wait.as_millis() as u64, error = %failure, "request failed, retrying");
+            outcome.retry = Some(Retrying {
+                attempt,
+                wait,
+                error: &failure,
+            });
+            self.emit(outcome);
             tokio::time::sleep(wait).await;
         }
     }
@@ -352,19 +376,10 @@ impl Http {
         }
     }
 
-    fn record(&self, party: Party, call: &'static str, outcome: &str, seconds: f64) {
-        if let Some(m) = &self.metrics {
-            let l = [("party", party.label()), ("call", call)];
-            m.observe("keysync_remote_request_seconds", &l, seconds);
-            m.inc(
-                "keysync_remote_requests_total",
-                &[
-                    ("party", party.label()),
-                    ("call", call),
-                    ("outcome", outcome),
-                ],
-            );
-        }
+    /// Tells a request's outcome (its metrics, where kept; the retry's
+    /// log line).
+    fn emit(&self, event: RemoteRequest<'_>) {
+        event.emit(self.metrics.as_deref());
     }
 
     /// The first [`BODY_EXCERPT`] characters of a body, on one line,

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Delta, SourceContent, SourceError, SourceKind};
 use crate::domain::{Key, Pubkey};
+use crate::metrics::events::{DropDirFailed, SourceFailed};
 use crate::metrics::Metrics;
 use crate::settings::Inputs;
 use crate::store::Store;
@@ -191,7 +192,7 @@ impl InputSet {
 
     /// `keysync_inputs_failing`: how many inputs cannot be used now.
     fn report(&self, metrics: &Metrics) {
-        metrics.set("keysync_inputs_failing", &[], self.problems.len() as f64);
+        metrics.inputs_failing.set(self.problems.len() as i64);
     }
 
     fn in_dir(&self, path: &Path) -> bool {
@@ -296,8 +297,11 @@ impl InputSet {
                     known: false,
                     unsaved: false,
                 });
-                metrics.inc("keysync_source_errors_total", &[]);
-                tracing::error!(error = %e, path = %path.display(), kept = entry.content.len(), "input file cannot be used; keeping its last good content");
+                metrics.emit(SourceFailed {
+                    path,
+                    error: &e,
+                    kept: entry.content.len(),
+                });
                 self.problems.insert(path.to_path_buf(), e.to_string());
                 None
             }
@@ -343,8 +347,10 @@ impl InputSet {
             .iter()
             .filter(|(p, _)| p.parent() == Some(dir.as_path()))
             .count();
-        metrics.inc("keysync_source_errors_total", &[]);
-        tracing::error!(error = %failed, kept_files = kept, "the drop directory cannot be used; the last good content of its files stands");
+        metrics.emit(DropDirFailed {
+            error: &failed,
+            kept_files: kept,
+        });
         self.problems.insert(dir, failed.to_string());
         None
     }

@@ -1,300 +1,685 @@
-//! Prometheus metrics: a tiny registry of counters, gauges and histograms
-//! rendered in the text exposition format.
+//! Prometheus metrics, typed, on the official client (`prometheus-client`),
+//! served in the OpenMetrics text format.
 //!
-//! Owns metric names, help texts and rendering. Callers record through
-//! [`Metrics`] (passed by `Arc`, never global). Never holds a secret: label
-//! values are party names, call names, results and reasons only.
+//! Owns every metric keysync exposes: its name, type, help text, label set
+//! and histogram buckets, all in [`Metrics::new`]. Each metric is a field of
+//! [`Metrics`] of type [`Registered`], which only registration makes: a
+//! metric that is recorded but not served cannot compile, and neither can a
+//! label set of the wrong shape (each family's labels are a struct deriving
+//! `EncodeLabelSet`; bounded label values are enums). What happens inside
+//! keysync is told through the typed [`events`], each of which writes its
+//! log line and moves its metrics from one value, so the two never disagree;
+//! state gauges (set sizes, the beacon node's sync) are set on the fields.
+//!
+//! Callers hold [`Metrics`] by `Arc`, never as a global. Never holds a
+//! secret: label values are party names, call names, results and reasons.
+//!
+//! Adding a metric: a field here, its registration in [`Metrics::new`] (the
+//! struct literal will not compile without it), its row in the README's
+//! "Metrics" table (`tests/metrics_readme.rs` fails otherwise), and, if a
+//! log line goes with it, an event in [`events`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+pub mod events;
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{
+    text, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
+    MetricEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
+
+pub use events::Event;
+pub use registered::Registered;
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Histogram bucket bounds in seconds: 5 ms … 60 s.
-const BUCKETS: [f64; 14] = [
+pub const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
-/// Every metric keysync exposes, with its type and help text.
-const CATALOGUE: &[(&str, &str, &str)] = &[
-    (
-        "keysync_desired_validators",
-        "gauge",
-        "Validators in the desired set after the last reconcile.",
-    ),
-    (
-        "keysync_assigned_validators",
-        "gauge",
-        "Active assignments in the registry snapshot.",
-    ),
-    (
-        "keysync_reconciles_total",
-        "counter",
-        "Reconcile passes by result (ok, error).",
-    ),
-    (
-        "keysync_writes_total",
-        "counter",
-        "Registry writes by kind (register, assign, unassign) and result; unassigns also by reason (withdrawn, not_in_inputs, registry_drift).",
-    ),
-    (
-        "keysync_held_deletes",
-        "gauge",
-        "Unassigns held back, for any reason (alert when > 0); see keysync_held_deletes_by_reason.",
-    ),
-    (
-        "keysync_held_deletes_by_reason",
-        "gauge",
-        "Unassigns held back, by reason: max_deletes (the guardrail), input_not_read (an input never parsed), beacon_not_synced (no synced beacon node confirmed them).",
-    ),
-    (
-        "keysync_planned_changes",
-        "gauge",
-        "Changes the last plan wanted, by kind (assign, unassign); in shadow mode, what --apply would write.",
-    ),
-    (
-        "keysync_beacon_synced",
-        "gauge",
-        "1 when the beacon node the last pass used was synced (removals need it), 0 when not.",
-    ),
-    (
-        "keysync_beacon_head_lag_slots",
-        "gauge",
-        "Slots the beacon node's head trailed the wall clock at the last check.",
-    ),
-    (
-        "keysync_store_rolled_back",
-        "gauge",
-        "1 when the state store could not prove at start that it was current and was moved aside and rebuilt empty (inputs read afresh); see the error log.",
-    ),
-    (
-        "keysync_source_errors_total",
-        "counter",
-        "Input files that failed to parse (last good content kept).",
-    ),
-    (
-        "keysync_event_stream_connected",
-        "gauge",
-        "1 while the beacon event stream is connected.",
-    ),
-    (
-        "keysync_event_stream_reconnects_total",
-        "counter",
-        "Event stream (re)connections.",
-    ),
-    (
-        "keysync_last_event_age_seconds",
-        "gauge",
-        "Seconds since the last event or keep-alive from the beacon node.",
-    ),
-    (
-        "keysync_event_stream_ended_total",
-        "counter",
-        "Event stream sessions ended, by reason (silent, closed, too_large, http_status, connection, protocol).",
-    ),
-    (
-        "keysync_events_invalid_total",
-        "counter",
-        "Beacon events skipped because their data did not parse, by topic.",
-    ),
-    (
-        "keysync_events_total",
-        "counter",
-        "Beacon events received by topic.",
-    ),
-    (
-        "keysync_triggers_total",
-        "counter",
-        "Reconcile triggers by reason.",
-    ),
-    (
-        "keysync_trigger_to_apply_seconds",
-        "histogram",
-        "From the first trigger of a pass to the end of its last registry write.",
-    ),
-    (
-        "keysync_remote_request_seconds",
-        "histogram",
-        "Remote request latency by party and call.",
-    ),
-    (
-        "keysync_remote_requests_total",
-        "counter",
-        "Remote requests by party, call and outcome.",
-    ),
-    (
-        "keysync_reconcile_seconds",
-        "histogram",
-        "Duration of a reconcile pass.",
-    ),
-    (
-        "keysync_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the last successful reconcile.",
-    ),
-];
-
-type Labels = Vec<(&'static str, String)>;
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// A latency histogram with [`BUCKETS`].
+fn seconds() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-#[derive(Default)]
-struct Inner {
-    scalars: BTreeMap<(&'static str, Labels), f64>,
-    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+/// A gauge of a count.
+pub type CountGauge = Gauge;
+/// A gauge of seconds (fractional).
+pub type SecondsGauge = Gauge<f64, AtomicU64>;
+/// A family of latency histograms.
+pub type Histograms<S> = Family<S, Histogram, fn() -> Histogram>;
+
+// ---- label values ---------------------------------------------------------
+
+/// A bounded set of label values: an enum, its `label()` and its encoding.
+macro_rules! label_values {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $variant:ident => $label:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $variant,)+ }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value.
+            pub fn label(self) -> &'static str {
+                match self { $($name::$variant => $label,)+ }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+                encoder.write_str(self.label())
+            }
+        }
+    };
 }
 
-/// The process's metrics.
-#[derive(Default)]
+label_values! {
+    /// How a pass or a write ended.
+    pub enum Outcome {
+        Ok => "ok",
+        Error => "error",
+    }
+}
+
+label_values! {
+    /// Why an unassign was written (see [`crate::witness::Reason`]).
+    pub enum UnassignReason {
+        Withdrawn => "withdrawn",
+        NotInInputs => "not_in_inputs",
+        RegistryDrift => "registry_drift",
+    }
+}
+
+impl From<&crate::witness::Reason> for UnassignReason {
+    fn from(r: &crate::witness::Reason) -> Self {
+        use crate::witness::Reason;
+        match r {
+            Reason::Withdrawn { .. } => UnassignReason::Withdrawn,
+            Reason::NotInInputs => UnassignReason::NotInInputs,
+            Reason::Drift => UnassignReason::RegistryDrift,
+        }
+    }
+}
+
+label_values! {
+    /// Why unassigns are held back.
+    pub enum HeldReason {
+        /// More than `--max-deletes` (the guardrail).
+        MaxDeletes => "max_deletes",
+        /// They would empty the registry.
+        EmptyRegistry => "empty_registry",
+        /// An input never parsed.
+        InputNotRead => "input_not_read",
+        /// No synced beacon node confirmed them.
+        BeaconNotSynced => "beacon_not_synced",
+    }
+}
+
+impl From<crate::reconcile::Hold> for HeldReason {
+    fn from(h: crate::reconcile::Hold) -> Self {
+        match h {
+            crate::reconcile::Hold::MaxDeletes => HeldReason::MaxDeletes,
+            crate::reconcile::Hold::EmptyRegistry => HeldReason::EmptyRegistry,
+        }
+    }
+}
+
+label_values! {
+    /// What a plan wants done to a row.
+    pub enum PlannedKind {
+        Assign => "assign",
+        Unassign => "unassign",
+    }
+}
+
+label_values! {
+    /// The `kind` of a registry write.
+    pub enum WriteKind {
+        Register => "register",
+        Assign => "assign",
+        Unassign => "unassign",
+    }
+}
+
+/// A registry write: register and assign rows are counted by kind, each
+/// unassign also by why it was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Write {
+    Register,
+    Assign,
+    Unassign(UnassignReason),
+}
+
+impl Write {
+    pub fn kind(self) -> WriteKind {
+        match self {
+            Write::Register => WriteKind::Register,
+            Write::Assign => WriteKind::Assign,
+            Write::Unassign(_) => WriteKind::Unassign,
+        }
+    }
+
+    /// Every write with a series at 0 from the start.
+    fn all() -> impl Iterator<Item = Write> {
+        [Write::Register, Write::Assign]
+            .into_iter()
+            .chain(UnassignReason::ALL.iter().map(|r| Write::Unassign(*r)))
+    }
+}
+
+/// How a remote request ended: `ok`, the HTTP status of a failure
+/// (`503`), or `transport` (no answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reply {
+    Ok,
+    Status(u16),
+    Transport,
+}
+
+impl EncodeLabelValue for Reply {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        match self {
+            Reply::Ok => encoder.write_str("ok"),
+            Reply::Status(s) => write!(encoder, "{s}"),
+            Reply::Transport => encoder.write_str("transport"),
+        }
+    }
+}
+
+// ---- label sets -----------------------------------------------------------
+
+/// `{result}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: Outcome,
+}
+
+/// `{kind,result}` for register and assign; `{kind="unassign",result,reason}`
+/// for unassigns. Built by [`WriteLabels::new`] from a [`Write`], so an
+/// unassign cannot lack its reason nor another write have one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WriteLabels {
+    kind: WriteKind,
+    result: Outcome,
+    #[prometheus(flatten)]
+    reason: Optional<ReasonOf>,
+}
+
+impl WriteLabels {
+    pub fn new(write: Write, result: Outcome) -> Self {
+        WriteLabels {
+            kind: write.kind(),
+            result,
+            reason: Optional(match write {
+                Write::Unassign(reason) => Some(ReasonOf { reason }),
+                Write::Register | Write::Assign => None,
+            }),
+        }
+    }
+}
+
+/// The `reason` of an unassign.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonOf {
+    reason: UnassignReason,
+}
+
+/// A label set that is there or not (not one label with an empty value).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Optional<S>(Option<S>);
+
+impl<S: EncodeLabelSet> EncodeLabelSet for Optional<S> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        match &self.0 {
+            Some(s) => s.encode(encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `{reason}` of held unassigns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HeldLabels {
+    pub reason: HeldReason,
+}
+
+/// `{kind}` of planned changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PlannedLabels {
+    pub kind: PlannedKind,
+}
+
+/// `{topic}` of a beacon event (a fixed name, or `other`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: &'static str,
+}
+
+/// `{reason}`: a fixed, short name (a trigger's, an ended stream's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// `{party,call}` of a remote request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub party: &'static str,
+    pub call: &'static str,
+}
+
+/// `{party,call,outcome}` of a remote request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestOutcomeLabels {
+    #[prometheus(flatten)]
+    pub request: RequestLabels,
+    pub outcome: Reply,
+}
+
+// ---- the registry ---------------------------------------------------------
+
+mod registered {
+    use std::ops::Deref;
+
+    use prometheus_client::registry::{Metric, Registry};
+
+    use super::Described;
+
+    /// A metric that is served: made only by registering it, so a field of
+    /// [`super::Metrics`] of this type cannot exist unregistered.
+    #[derive(Debug)]
+    pub struct Registered<M>(M);
+
+    impl<M: Metric + Clone> Registered<M> {
+        /// Registers `metric` as `name` (a counter's without `_total`: the
+        /// encoder appends it to its samples).
+        pub(super) fn new(registry: &mut Registry, name: &str, help: &str, metric: M) -> Self {
+            // The encoder ends every help text with a full stop.
+            let help = help.strip_suffix('.').unwrap_or(help);
+            registry.register(name, help, Described(metric.clone()));
+            Registered(metric)
+        }
+    }
+
+    impl<M> Deref for Registered<M> {
+        type Target = M;
+        fn deref(&self) -> &M {
+            &self.0
+        }
+    }
+}
+
+/// A metric whose `# HELP` and `# TYPE` lines are served even before it
+/// has a series (the client leaves out empty families): every metric the
+/// README names can be found in `/metrics` from the start.
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder) -> fmt::Result {
+        self.0.encode(encoder)
+    }
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Registers metrics into one registry.
+struct Builder(Registry);
+
+impl Builder {
+    /// `name` as the samples show it: a counter's ends in `_total`.
+    fn add<M: Metric + Clone>(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        metric: M,
+    ) -> Registered<M> {
+        let family = match metric.metric_type() {
+            MetricType::Counter => name.strip_suffix("_total").unwrap_or_else(|| {
+                panic!("counter {name} must end in _total");
+            }),
+            _ => name,
+        };
+        Registered::new(&mut self.0, family, help, metric)
+    }
+}
+
+/// The process's metrics: every one keysync exposes, registered.
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    pub desired_validators: Registered<CountGauge>,
+    pub assigned_validators: Registered<CountGauge>,
+    pub reconciles: Registered<Family<ResultLabels, Counter>>,
+    pub writes: Registered<Family<WriteLabels, Counter>>,
+    pub held_deletes: Registered<CountGauge>,
+    pub held_deletes_by_reason: Registered<Family<HeldLabels, CountGauge>>,
+    pub planned_changes: Registered<Family<PlannedLabels, CountGauge>>,
+    pub beacon_synced: Registered<CountGauge>,
+    pub beacon_head_lag_slots: Registered<CountGauge>,
+    pub store_rolled_back: Registered<CountGauge>,
+    pub source_errors: Registered<Counter>,
+    pub inputs_failing: Registered<CountGauge>,
+    pub event_stream_connected: Registered<CountGauge>,
+    pub event_stream_reconnects: Registered<Counter>,
+    pub last_event_age_seconds: Registered<SecondsGauge>,
+    pub event_stream_ended: Registered<Family<ReasonLabels, Counter>>,
+    pub events_invalid: Registered<Family<TopicLabels, Counter>>,
+    pub events: Registered<Family<TopicLabels, Counter>>,
+    pub triggers: Registered<Family<ReasonLabels, Counter>>,
+    pub trigger_to_apply_seconds: Registered<Histogram>,
+    pub remote_request_seconds: Registered<Histograms<RequestLabels>>,
+    pub remote_requests: Registered<Family<RequestOutcomeLabels, Counter>>,
+    pub reconcile_seconds: Registered<Histogram>,
+    pub last_success_timestamp_seconds: Registered<CountGauge>,
 }
 
-fn labels(l: &[(&'static str, &str)]) -> Labels {
-    l.iter().map(|(k, v)| (*k, v.to_string())).collect()
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
+    /// Every metric, registered, with no labelled series yet.
     pub fn new() -> Self {
-        Self::default()
+        let mut b = Builder(Registry::default());
+        Metrics {
+            desired_validators: b.add(
+                "keysync_desired_validators",
+                "Validators in the desired set after the last reconcile.",
+                Gauge::default(),
+            ),
+            assigned_validators: b.add(
+                "keysync_assigned_validators",
+                "Active assignments in the registry snapshot.",
+                Gauge::default(),
+            ),
+            reconciles: b.add(
+                "keysync_reconciles_total",
+                "Reconcile passes by result (ok, error).",
+                Family::default(),
+            ),
+            writes: b.add(
+                "keysync_writes_total",
+                "Registry writes by kind (register, assign, unassign) and result; unassigns also by reason (withdrawn, not_in_inputs, registry_drift).",
+                Family::default(),
+            ),
+            held_deletes: b.add(
+                "keysync_held_deletes",
+                "Unassigns held back, for any reason (alert when > 0); see keysync_held_deletes_by_reason.",
+                Gauge::default(),
+            ),
+            held_deletes_by_reason: b.add(
+                "keysync_held_deletes_by_reason",
+                "Unassigns held back, by reason: max_deletes (the guardrail), empty_registry (they would empty it), input_not_read (an input never parsed), beacon_not_synced (no synced beacon node confirmed them).",
+                Family::default(),
+            ),
+            planned_changes: b.add(
+                "keysync_planned_changes",
+                "Changes the last plan wanted, by kind (assign, unassign); in shadow mode, what --apply would write.",
+                Family::default(),
+            ),
+            beacon_synced: b.add(
+                "keysync_beacon_synced",
+                "1 when the beacon node the last pass used was synced (removals need it), 0 when not.",
+                Gauge::default(),
+            ),
+            beacon_head_lag_slots: b.add(
+                "keysync_beacon_head_lag_slots",
+                "Slots the beacon node's head trailed the wall clock at the last check.",
+                Gauge::default(),
+            ),
+            store_rolled_back: b.add(
+                "keysync_store_rolled_back",
+                "1 when the state store could not prove at start that it was current and was moved aside and rebuilt empty (inputs read afresh); see the error log.",
+                Gauge::default(),
+            ),
+            source_errors: b.add(
+                "keysync_source_errors_total",
+                "Input files (or the drop directory) that failed to read or parse (last good content kept).",
+                Counter::default(),
+            ),
+            inputs_failing: b.add(
+                "keysync_inputs_failing",
+                "Inputs that cannot be used now (their last good content stands).",
+                Gauge::default(),
+            ),
+            event_stream_connected: b.add(
+                "keysync_event_stream_connected",
+                "1 while the beacon event stream is connected.",
+                Gauge::default(),
+            ),
+            event_stream_reconnects: b.add(
+                "keysync_event_stream_reconnects_total",
+                "Event stream (re)connections.",
+                Counter::default(),
+            ),
+            last_event_age_seconds: b.add(
+                "keysync_last_event_age_seconds",
+                "Seconds since the last event or keep-alive from the beacon node.",
+                Gauge::default(),
+            ),
+            event_stream_ended: b.add(
+                "keysync_event_stream_ended_total",
+                "Event stream sessions ended, by reason (silent, closed, too_large, http_status, connection, protocol).",
+                Family::default(),
+            ),
+            events_invalid: b.add(
+                "keysync_events_invalid_total",
+                "Beacon events skipped because their data did not parse, by topic.",
+                Family::default(),
+            ),
+            events: b.add(
+                "keysync_events_total",
+                "Beacon events received by topic.",
+                Family::default(),
+            ),
+            triggers: b.add(
+                "keysync_triggers_total",
+                "Reconcile triggers by reason.",
+                Family::default(),
+            ),
+            trigger_to_apply_seconds: b.add(
+                "keysync_trigger_to_apply_seconds",
+                "From the first trigger of a pass to the end of its last registry write.",
+                seconds(),
+            ),
+            remote_request_seconds: b.add(
+                "keysync_remote_request_seconds",
+                "Remote request latency by party and call.",
+                Family::new_with_constructor(seconds as fn() -> Histogram),
+            ),
+            remote_requests: b.add(
+                "keysync_remote_requests_total",
+                "Remote requests by party, call and outcome.",
+                Family::default(),
+            ),
+            reconcile_seconds: b.add(
+                "keysync_reconcile_seconds",
+                "Duration of a reconcile pass.",
+                seconds(),
+            ),
+            last_success_timestamp_seconds: b.add(
+                "keysync_last_success_timestamp_seconds",
+                "Unix time of the last successful reconcile.",
+                Gauge::default(),
+            ),
+            // Last: every field above is registered in it by now.
+            registry: b.0,
+        }
     }
 
     /// Metrics with every series an alert keys on present at 0, so that
     /// `increase()` sees the first error instead of a series appearing.
     pub fn with_zeroes() -> Self {
-        let m = Self::default();
-        for result in ["ok", "error"] {
-            m.add("keysync_reconciles_total", &[("result", result)], 0.0);
-            for kind in ["register", "assign"] {
-                m.add(
-                    "keysync_writes_total",
-                    &[("kind", kind), ("result", result)],
-                    0.0,
-                );
-            }
-            for reason in ["withdrawn", "not_in_inputs", "registry_drift"] {
-                m.add(
-                    "keysync_writes_total",
-                    &[("kind", "unassign"), ("result", result), ("reason", reason)],
-                    0.0,
-                );
+        let m = Self::new();
+        for result in Outcome::ALL {
+            let result = *result;
+            m.reconciles
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+            for write in Write::all() {
+                m.writes
+                    .get_or_create(&WriteLabels::new(write, result))
+                    .inc_by(0);
             }
         }
-        m.add("keysync_source_errors_total", &[], 0.0);
-        m.add("keysync_event_stream_reconnects_total", &[], 0.0);
-        m.set("keysync_held_deletes", &[], 0.0);
-        for reason in [
-            "max_deletes",
-            "empty_registry",
-            "input_not_read",
-            "beacon_not_synced",
-        ] {
-            m.set("keysync_held_deletes_by_reason", &[("reason", reason)], 0.0);
+        for reason in HeldReason::ALL {
+            let reason = *reason;
+            m.held_deletes_by_reason
+                .get_or_create(&HeldLabels { reason })
+                .set(0);
         }
         m
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let mut guard = match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
+    /// Tells `event`: its log line and its metrics.
+    pub fn emit(&self, event: impl Event) {
+        event.emit(Some(self));
     }
 
-    pub fn inc(&self, name: &'static str, l: &[(&'static str, &str)]) {
-        self.add(name, l, 1.0);
-    }
-
-    pub fn add(&self, name: &'static str, l: &[(&'static str, &str)], by: f64) {
-        self.with(|i| *i.scalars.entry((name, labels(l))).or_insert(0.0) += by);
-    }
-
-    pub fn set(&self, name: &'static str, l: &[(&'static str, &str)], v: f64) {
-        self.with(|i| {
-            i.scalars.insert((name, labels(l)), v);
-        });
-    }
-
-    /// The sum over every series of `name` that carries the labels `l`
-    /// (with others or not): `&[]` sums them all, as a PromQL `sum()` would.
-    pub fn get(&self, name: &'static str, l: &[(&'static str, &str)]) -> f64 {
-        let want = labels(l);
-        self.with(|i| {
-            i.scalars
-                .range((name, Vec::new())..)
-                .take_while(|((n, _), _)| *n == name)
-                .filter(|((_, have), _)| want.iter().all(|w| have.contains(w)))
-                .map(|(_, v)| *v)
-                .sum()
-        })
-    }
-
-    pub fn observe(&self, name: &'static str, l: &[(&'static str, &str)], seconds: f64) {
-        self.with(|i| {
-            let h = i.histograms.entry((name, labels(l))).or_default();
-            for (bound, c) in BUCKETS.iter().zip(h.counts.iter_mut()) {
-                if seconds <= *bound {
-                    *c += 1;
-                }
-            }
-            h.sum += seconds;
-            h.count += 1;
-        });
-    }
-
-    /// The Prometheus text exposition of every metric recorded so far.
+    /// The exposition of every metric ([`CONTENT_TYPE`]), `# EOF` last.
     pub fn render(&self) -> String {
-        self.with(|i| {
-            let mut out = String::new();
-            for (name, kind, help) in CATALOGUE {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for ((n, l), v) in i.scalars.range((*name, Vec::new())..) {
-                    if n != name {
-                        break;
-                    }
-                    let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
-                }
-                for ((n, l), h) in i.histograms.range((*name, Vec::new())..) {
-                    if n != name {
-                        break;
-                    }
-                    for (bound, c) in BUCKETS.iter().zip(h.counts.iter()) {
-                        let le = bound.to_string();
-                        let _ = writeln!(out, "{name}_bucket{} {c}", fmt_labels(l, Some(&le)));
-                    }
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{} {}",
-                        fmt_labels(l, Some("+Inf")),
-                        h.count
-                    );
-                    let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), h.sum);
-                    let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), h.count);
-                }
+        let mut encoded = String::new();
+        // Writing to a String fails only if a metric's encoding does, and
+        // ours cannot (every label value is a plain string or number).
+        let _ = text::encode(&mut encoded, &self.registry);
+        let mut out = String::with_capacity(encoded.len());
+        for line in encoded.lines() {
+            match le_last(line) {
+                Some(moved) => out.push_str(&moved),
+                None => out.push_str(line),
             }
-            out
-        })
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The sum over every sample named `name` (as served: a counter's with
+    /// `_total`) that carries the labels `l` (with others or not): `&[]`
+    /// sums them all, as a PromQL `sum()` would.
+    pub fn get(&self, name: &str, l: &[(&str, &str)]) -> f64 {
+        self.render()
+            .lines()
+            .filter_map(parse_sample)
+            .filter(|s| s.name == name && l.iter().all(|(k, v)| s.has(k, v)))
+            .map(|s| s.value)
+            .sum()
     }
 }
 
-fn fmt_labels(l: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = l
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
+/// A histogram bucket line with its `le` label moved after the family's
+/// labels (`x_bucket{party="console",call="…",le="0.5"} 3`), where the
+/// Prometheus clients and keysync before this client put it; the client
+/// writes it first. Label order means nothing to Prometheus; dashboards,
+/// greps and tests that read the text keep working. `None`: nothing to
+/// move.
+fn le_last(line: &str) -> Option<String> {
+    let open = line.find('{')?;
+    if !line[..open].ends_with("_bucket") {
+        return None;
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
+    let labels = &line[open + 1..];
+    let rest = labels.strip_prefix("le=\"")?;
+    let le_len = rest.find('"')?;
+    // The family's labels, up to the closing brace outside any quotes.
+    let others = rest[le_len + 1..].strip_prefix(',')?;
+    let mut quoted = false;
+    let mut escaped = false;
+    let close = others.char_indices().find_map(|(i, c)| {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Some(i),
+            _ => {}
+        }
+        None
+    })?;
+    // `le="`, the value, the closing quote.
+    let le = &labels[..r#"le=""#.len() + le_len + 1];
+    Some(format!(
+        "{}{{{},{}}}{}",
+        &line[..open],
+        &others[..close],
+        le,
+        &others[close + 1..]
+    ))
+}
+
+/// One sample line of the text exposition.
+struct Sample<'a> {
+    name: &'a str,
+    labels: Vec<(&'a str, String)>,
+    value: f64,
+}
+
+impl Sample<'_> {
+    fn has(&self, key: &str, value: &str) -> bool {
+        self.labels.iter().any(|(k, v)| *k == key && v == value)
     }
+}
+
+/// `name{k="v",…} value`, or `None` for a comment or a line not shaped so.
+fn parse_sample(line: &str) -> Option<Sample<'_>> {
+    if line.starts_with('#') || line.trim().is_empty() {
+        return None;
+    }
+    let end = line.find(['{', ' '])?;
+    let name = &line[..end];
+    let mut rest = &line[end..];
+    let mut labels = Vec::new();
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let inner_after_comma = inner.strip_prefix(',').unwrap_or(inner);
+            let eq = inner_after_comma.find('=')?;
+            let key = &inner_after_comma[..eq];
+            let mut chars = inner_after_comma[eq + 1..]
+                .strip_prefix('"')?
+                .char_indices();
+            let mut value = String::new();
+            let close = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.push((key, value));
+            // Past the closing quote: `="` is two bytes, the value `close`.
+            inner = &inner_after_comma[eq + 3 + close..];
+        }
+    }
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -304,31 +689,136 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_histograms() {
         let m = Metrics::new();
-        m.inc("keysync_reconciles_total", &[("result", "ok")]);
-        m.inc("keysync_reconciles_total", &[("result", "ok")]);
-        m.set("keysync_held_deletes", &[], 3.0);
-        m.observe("keysync_trigger_to_apply_seconds", &[], 0.2);
+        let ok = ResultLabels {
+            result: Outcome::Ok,
+        };
+        m.reconciles.get_or_create(&ok).inc();
+        m.reconciles.get_or_create(&ok).inc();
+        m.held_deletes.set(3);
+        m.trigger_to_apply_seconds.observe(0.2);
+        m.writes
+            .get_or_create(&WriteLabels::new(
+                Write::Unassign(UnassignReason::Withdrawn),
+                Outcome::Ok,
+            ))
+            .inc_by(2);
+        m.remote_request_seconds
+            .get_or_create(&RequestLabels {
+                party: "console",
+                call: "POST assign",
+            })
+            .observe(1.5);
         let text = m.render();
-        assert!(
-            text.contains("keysync_reconciles_total{result=\"ok\"} 2\n"),
-            "{text}"
-        );
-        assert!(text.contains("keysync_held_deletes 3\n"));
-        assert!(text.contains("keysync_trigger_to_apply_seconds_bucket{le=\"0.25\"} 1\n"));
-        assert!(text.contains("keysync_trigger_to_apply_seconds_bucket{le=\"0.1\"} 0\n"));
-        assert!(text.contains("keysync_trigger_to_apply_seconds_count 1\n"));
+        for line in [
+            "# TYPE keysync_reconciles counter\n",
+            "keysync_reconciles_total{result=\"ok\"} 2\n",
+            "# TYPE keysync_held_deletes gauge\n",
+            "keysync_held_deletes 3\n",
+            "# TYPE keysync_trigger_to_apply_seconds histogram\n",
+            "keysync_trigger_to_apply_seconds_bucket{le=\"0.25\"} 1\n",
+            "keysync_trigger_to_apply_seconds_bucket{le=\"0.1\"} 0\n",
+            "keysync_trigger_to_apply_seconds_bucket{le=\"+Inf\"} 1\n",
+            "keysync_trigger_to_apply_seconds_count 1\n",
+            "keysync_writes_total{kind=\"unassign\",result=\"ok\",reason=\"withdrawn\"} 2\n",
+            "keysync_remote_request_seconds_bucket{party=\"console\",call=\"POST assign\",le=\"1.0\"} 0\n",
+            "keysync_remote_request_seconds_bucket{party=\"console\",call=\"POST assign\",le=\"2.5\"} 1\n",
+            "# HELP keysync_reconcile_seconds Duration of a reconcile pass.\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(!text.contains(".."), "one full stop per help text: {text}");
+        assert_eq!(m.get("keysync_reconciles_total", &[("result", "ok")]), 2.0);
+        assert_eq!(m.get("keysync_held_deletes", &[]), 3.0);
+        assert_eq!(m.get("keysync_trigger_to_apply_seconds_count", &[]), 1.0);
+    }
+
+    #[test]
+    fn every_metric_is_described_before_it_has_a_series() {
+        let text = Metrics::new().render();
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!((types, helps), (24, 24), "{text}");
+        assert!(text.contains("# TYPE keysync_events counter\n"), "{text}");
+        assert!(text.contains("# TYPE keysync_remote_request_seconds histogram\n"));
     }
 
     #[test]
     fn alerting_series_exist_at_zero_from_the_start() {
-        let text = Metrics::with_zeroes().render();
+        let m = Metrics::with_zeroes();
+        let text = m.render();
         for series in [
             "keysync_reconciles_total{result=\"error\"} 0\n",
+            "keysync_reconciles_total{result=\"ok\"} 0\n",
             "keysync_source_errors_total 0\n",
+            "keysync_event_stream_reconnects_total 0\n",
+            "keysync_held_deletes 0\n",
             "keysync_held_deletes_by_reason{reason=\"beacon_not_synced\"} 0\n",
+            "keysync_held_deletes_by_reason{reason=\"empty_registry\"} 0\n",
+            "keysync_writes_total{kind=\"register\",result=\"error\"} 0\n",
+            "keysync_writes_total{kind=\"assign\",result=\"ok\"} 0\n",
             "keysync_writes_total{kind=\"unassign\",result=\"error\",reason=\"withdrawn\"} 0\n",
+            "keysync_writes_total{kind=\"unassign\",result=\"ok\",reason=\"registry_drift\"} 0\n",
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }
+        // Register and assign carry no reason label, not an empty one.
+        assert!(!text.contains("reason=\"\""), "{text}");
+        let writes = text
+            .lines()
+            .filter(|l| l.starts_with("keysync_writes_total{"))
+            .count();
+        assert_eq!(writes, 2 * (2 + 3), "{text}");
+        // Nothing is there before it happens.
+        assert!(!text.contains("keysync_events_total{"), "{text}");
+        assert!(!Metrics::new()
+            .render()
+            .contains("keysync_reconciles_total{"));
+    }
+
+    #[test]
+    fn get_sums_the_series_carrying_the_labels_asked_for() {
+        let m = Metrics::with_zeroes();
+        let add = |w, r, n| m.writes.get_or_create(&WriteLabels::new(w, r)).inc_by(n);
+        add(Write::Assign, Outcome::Ok, 5);
+        add(Write::Unassign(UnassignReason::NotInInputs), Outcome::Ok, 2);
+        add(Write::Unassign(UnassignReason::Withdrawn), Outcome::Ok, 1);
+        add(
+            Write::Unassign(UnassignReason::Withdrawn),
+            Outcome::Error,
+            1,
+        );
+        let get = |l: &[(&str, &str)]| m.get("keysync_writes_total", l);
+        assert_eq!(get(&[]), 9.0);
+        assert_eq!(get(&[("result", "ok")]), 8.0);
+        assert_eq!(get(&[("kind", "unassign")]), 4.0);
+        assert_eq!(get(&[("kind", "unassign"), ("reason", "withdrawn")]), 2.0);
+        assert_eq!(get(&[("kind", "register")]), 0.0);
+        assert_eq!(get(&[("kind", "nonsense")]), 0.0);
+        assert_eq!(m.get("keysync_no_such_metric", &[]), 0.0);
+        m.last_event_age_seconds.set(1.5);
+        assert_eq!(m.get("keysync_last_event_age_seconds", &[]), 1.5);
+    }
+
+    #[test]
+    fn a_buckets_le_label_comes_after_the_familys() {
+        assert_eq!(
+            le_last(r#"x_seconds_bucket{le="0.5",party="console",call="a}\"b"} 3"#).as_deref(),
+            Some(r#"x_seconds_bucket{party="console",call="a}\"b",le="0.5"} 3"#)
+        );
+        assert_eq!(le_last(r#"x_seconds_bucket{le="+Inf"} 3"#), None);
+        assert_eq!(le_last(r#"x_seconds_count{party="console"} 3"#), None);
+        assert_eq!(le_last("x_total 3"), None);
+    }
+
+    #[test]
+    fn parses_escaped_label_values() {
+        let s = parse_sample(r#"x_total{a="q\"u\\o,te}",b="2"} 7"#).expect("a sample");
+        assert_eq!(s.name, "x_total");
+        assert!(s.has("a", "q\"u\\o,te}") && s.has("b", "2"));
+        assert_eq!(s.value, 7.0);
+        assert!(parse_sample("# EOF").is_none());
+        let s = parse_sample("y 6.0").expect("a sample");
+        assert_eq!((s.name, s.value, s.labels.len()), ("y", 6.0, 0));
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::ops::Health;
-use super::policy::{self, error_policy, Requeue};
+use super::policy::{error_policy, Requeue};
 use super::scheduler::{Scheduler, Timing};
 use super::trigger::{Pending, Stamped};
 use crate::apply::{Observer, Writer};
@@ -27,7 +27,8 @@ use crate::desired::Counts;
 use crate::domain::{Key, Pubkey, ValidatorIndex};
 use crate::error::{Error, EXIT_OK};
 use crate::inputs::InputSet;
-use crate::metrics::Metrics;
+use crate::metrics::events::{PassFailed, PassSucceeded, Planned, UnassignsHeld};
+use crate::metrics::{HeldReason, Metrics};
 use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::reconcile::{Mode, PassObserver, Policy, Reconciler, Stale, State};
 use crate::settings::Settings;
@@ -69,7 +70,8 @@ impl Controller {
     /// the exit code: 0 after shutdown, else the stopping error's.
     pub async fn run(mut self, rx: UnboundedReceiver<Stamped>) -> Result<u8, Error> {
         let timing = Timing::of(&self.settings.watch);
-        let mut scheduler = Scheduler::new(timing, rx, self.shutdown.clone());
+        let mut scheduler =
+            Scheduler::new(timing, rx, self.shutdown.clone()).counting(self.metrics.clone());
         let code = loop {
             let Some(work) = scheduler.next().await else {
                 break EXIT_OK;
@@ -81,19 +83,17 @@ impl Controller {
                 }
                 Err(e) => e,
             };
-            self.metrics
-                .inc("keysync_reconciles_total", &[("result", "error")]);
             self.health.pass(false);
             let attempt = scheduler.failures() + 1;
-            match error_policy(&e, attempt) {
-                Requeue::After(wait) => {
-                    tracing::error!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64, "reconcile failed; nothing was removed because of it; retrying");
-                    scheduler.failed(work, wait);
-                }
-                Requeue::Stop { code, why } => {
-                    policy::log_stop(&e, code, why);
-                    break code;
-                }
+            let requeue = error_policy(&e, attempt);
+            self.metrics.emit(PassFailed {
+                error: &e,
+                attempt,
+                requeue,
+            });
+            match requeue {
+                Requeue::After(wait) => scheduler.failed(work, wait),
+                Requeue::Stop { code, .. } => break code,
             }
         };
         self.close();
@@ -287,83 +287,30 @@ impl Controller {
         self.last_hold = hold;
         self.report_witness(outcome.not_synced.as_ref());
 
-        let held = outcome.applied.held.len();
         // An input never read wins as the reason: it is why the plan is short.
         let hold = match (self.inputs.complete(), outcome.hold()) {
             (_, None) => None,
-            (false, Some(_)) => Some("input_not_read"),
-            (true, Some(h)) => Some(h.label()),
+            (false, Some(_)) => Some(HeldReason::InputNotRead),
+            (true, Some(h)) => Some(HeldReason::from(h)),
         };
-        for reason in ["max_deletes", "empty_registry", "input_not_read"] {
-            let n = if hold == Some(reason) { held } else { 0 };
-            self.metrics.set(
-                "keysync_held_deletes_by_reason",
-                &[("reason", reason)],
-                n as f64,
-            );
-        }
-        self.metrics.set(
-            "keysync_held_deletes_by_reason",
-            &[("reason", "beacon_not_synced")],
-            witness_held as f64,
-        );
-        self.metrics
-            .set("keysync_held_deletes", &[], (held + witness_held) as f64);
-        self.metrics.set(
-            "keysync_desired_validators",
-            &[],
-            self.state.desired.set().len() as f64,
-        );
-        self.metrics.set(
-            "keysync_assigned_validators",
-            &[],
-            self.state.snapshot.as_ref().map_or(0, |s| s.active_count()) as f64,
-        );
-        self.metrics
-            .inc("keysync_reconciles_total", &[("result", "ok")]);
-        self.metrics.observe(
-            "keysync_reconcile_seconds",
-            &[],
-            started.elapsed().as_secs_f64(),
-        );
-        self.metrics.set(
-            "keysync_last_success_timestamp_seconds",
-            &[],
-            unix_now() as f64,
-        );
+        self.metrics.emit(UnassignsHeld {
+            held: outcome.applied.held.len(),
+            hold,
+            witness_held,
+            max_deletes,
+        });
         self.health.pass(true);
         let wrote = outcome
             .applied
             .applied
             .is_some_and(|a| a.progress.assigned + a.progress.unassigned > 0);
-        if wrote {
-            if let Some(first) = p.first_at {
-                self.metrics.observe(
-                    "keysync_trigger_to_apply_seconds",
-                    &[],
-                    first.elapsed().as_secs_f64(),
-                );
-            }
-        }
-        match hold {
-            Some("empty_registry") => tracing::error!(
-                held,
-                "holding unassigns: they would empty the registry; fix the input, or pass --allow-empty if emptying is meant"
-            ),
-            Some(reason) => tracing::error!(
-                held,
-                max_deletes,
-                reason,
-                "guardrail holding unassigns; raise --max-deletes or fix the input to release them"
-            ),
-            None => {}
-        }
-        tracing::debug!(
-            desired = self.state.desired.set().len(),
-            looked_up = outcome.looked_up,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "reconcile done"
-        );
+        self.metrics.emit(PassSucceeded {
+            elapsed: started.elapsed(),
+            desired: self.state.desired.set().len(),
+            assigned: self.state.snapshot.as_ref().map_or(0, |s| s.active_count()),
+            looked_up: outcome.looked_up,
+            trigger_to_apply: p.first_at.filter(|_| wrote).map(|first| first.elapsed()),
+        });
         Ok(())
     }
 }
@@ -423,27 +370,10 @@ impl PassObserver for Journaling<'_> {
     }
 
     fn planned(&mut self, planned: &Plan, _confirmed: &Confirmed) -> Result<(), Error> {
-        self.metrics.set(
-            "keysync_planned_changes",
-            &[("kind", "assign")],
-            planned.to_assign.len() as f64,
-        );
-        self.metrics.set(
-            "keysync_planned_changes",
-            &[("kind", "unassign")],
-            planned.to_unassign.len() as f64,
-        );
-        if !planned.is_noop() {
-            let sample = |keys: &[Key]| keys.iter().take(10).map(|k| k.0).collect::<Vec<_>>();
-            tracing::info!(
-                to_assign = planned.to_assign.len(),
-                to_unassign = planned.to_unassign.len(),
-                assign_sample = ?sample(&planned.to_assign),
-                unassign_sample = ?sample(&planned.to_unassign),
-                mode = if self.apply { "apply" } else { "shadow" },
-                "plan"
-            );
-        }
+        self.metrics.emit(Planned {
+            plan: planned,
+            apply: self.apply,
+        });
         Ok(())
     }
 
@@ -528,11 +458,11 @@ impl Controller {
             Witness::Synced { head_lag, .. } => (true, Some(*head_lag), None),
             Witness::NotSynced(ns) => (false, ns.why.lag(), Some(ns.to_string())),
         };
-        self.metrics
-            .set("keysync_beacon_synced", &[], f64::from(u8::from(synced)));
+        self.metrics.beacon_synced.set(i64::from(synced));
         if let Some(lag) = lag {
             self.metrics
-                .set("keysync_beacon_head_lag_slots", &[], lag as f64);
+                .beacon_head_lag_slots
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
         self.health.set_beacon_unsynced(why);
     }

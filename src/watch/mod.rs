@@ -84,15 +84,9 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             .map_err(|e| Error::Store(format!("opening the state store failed: {e}")))?
             .map_err(|e| Error::Store(e.to_string()))?
     };
-    metrics.set(
-        "keysync_store_rolled_back",
-        &[],
-        if store.opened().is_rolled_back() {
-            1.0
-        } else {
-            0.0
-        },
-    );
+    metrics
+        .store_rolled_back
+        .set(i64::from(store.opened().is_rolled_back()));
     health.set_store(true);
     if let Some(j) = store.journal() {
         tracing::warn!(

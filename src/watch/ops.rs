@@ -151,11 +151,10 @@ async fn ready(State(s): State<Ops>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Ops>) -> impl IntoResponse {
     if let Some(age) = s.health.last_event_age() {
-        s.metrics
-            .set("keysync_last_event_age_seconds", &[], age.as_secs_f64());
+        s.metrics.last_event_age_seconds.set(age.as_secs_f64());
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
 }

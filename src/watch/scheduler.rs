@@ -15,6 +15,7 @@
 //! [`Scheduler::poll`] decides at a given instant without waiting;
 //! [`Scheduler::next`] waits (on tokio's clock) until a batch is due.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -23,6 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::trigger::{Pending, Stamped, Trigger};
+use crate::metrics::events::TriggerReceived;
+use crate::metrics::Metrics;
 use crate::settings::WatchSettings;
 
 /// The scheduler's durations.
@@ -82,6 +85,8 @@ pub struct Scheduler {
     recheck_at: Option<Instant>,
     /// Consecutive failed passes.
     failures: u32,
+    /// Where every trigger taken in is counted, if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Scheduler {
@@ -103,6 +108,21 @@ impl Scheduler {
             retry_at: None,
             recheck_at: None,
             failures: 0,
+            metrics: None,
+        }
+    }
+
+    /// The same scheduler, counting every trigger it takes in
+    /// (`keysync_triggers_total{reason}`).
+    pub fn counting(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts trigger `t`, taken in.
+    fn received(&self, t: &Trigger) {
+        if let Some(m) = &self.metrics {
+            m.emit(TriggerReceived(t));
         }
     }
 
@@ -114,6 +134,7 @@ impl Scheduler {
     /// Takes in trigger `t`. A stream reconnect ends a backoff: the beacon
     /// node is back.
     pub fn offer(&mut self, t: Stamped) {
+        self.received(&t.trigger);
         if t.trigger == Trigger::Reconnected {
             if let Some(at) = &mut self.retry_at {
                 *at = (*at).min(t.at);
@@ -132,6 +153,7 @@ impl Scheduler {
             match self.recheck_at {
                 Some(at) if now >= at => {
                     self.recheck_at = None;
+                    self.received(&Trigger::Recheck);
                     self.clock.add(
                         &mut self.pending,
                         Stamped {
@@ -149,6 +171,7 @@ impl Scheduler {
                 return Decision::Wait(Some(at));
             }
             self.retry_at = None;
+            self.received(&Trigger::Retry);
             self.pending.add(Trigger::Retry, now.into_std());
             // Already waited out: no debounce on top of the backoff.
             self.follow_up = true;

@@ -26,6 +26,7 @@ use crate::beacon::events::{
 };
 use crate::beacon::{self, BeaconClient};
 use crate::http::Http;
+use crate::metrics::events::{EventInvalid, EventReceived, StreamConnected, StreamEnded};
 use crate::metrics::Metrics;
 
 /// What the stream follower needs.
@@ -68,14 +69,15 @@ pub async fn follow(
                 _ = shutdown.changed() => return,
             };
             health.set_stream(false);
-            metrics.set("keysync_event_stream_connected", &[], 0.0);
+            metrics.event_stream_connected.set(0);
             match outcome {
                 Session::Ended { lasted, why } => {
-                    metrics.inc(
-                        "keysync_event_stream_ended_total",
-                        &[("reason", why.reason())],
-                    );
-                    tracing::warn!(url = %beacon::display(url), why = %why, lasted_s = lasted.as_secs(), "event stream ended; reconnecting");
+                    metrics.emit(StreamEnded {
+                        url,
+                        reason: why.reason(),
+                        why: &why,
+                        lasted,
+                    });
                     // A session cut short (an oversized line, a node that
                     // closes at once) backs off like a failed connect.
                     if lasted > silence {
@@ -163,10 +165,8 @@ async fn session(
         Err(_) => return Session::Failed("no answer".into()),
     }
     let started = Instant::now();
-    tracing::info!(url = %beacon::display(url), "event stream connected");
+    metrics.emit(StreamConnected { url });
     health.set_stream(true);
-    metrics.set("keysync_event_stream_connected", &[], 1.0);
-    metrics.inc("keysync_event_stream_reconnects_total", &[]);
     triggers.send(Trigger::Reconnected);
 
     loop {
@@ -199,14 +199,18 @@ async fn session(
         match item {
             Item::KeepAlive => {}
             Item::Event(ev) => {
-                metrics.inc("keysync_events_total", &[("topic", topic(&ev))]);
+                metrics.emit(EventReceived { topic: topic(&ev) });
                 if let Some(t) = trigger_for(ev) {
                     triggers.send(t);
                 }
             }
             Item::Invalid(BadEvent { topic, error }) => {
-                metrics.inc("keysync_events_invalid_total", &[("topic", known(&topic))]);
-                tracing::warn!(url = %beacon::display(url), event = %topic, error = %error, "unparseable beacon event skipped");
+                metrics.emit(EventInvalid {
+                    url,
+                    topic: &topic,
+                    label: known(&topic),
+                    error: &error,
+                });
             }
         }
     }

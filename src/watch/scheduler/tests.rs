@@ -519,3 +519,29 @@ fn a_file_change_settles_on_file_events_only() {
     clock.add(&mut pending, stamped(Trigger::Finalized, at(t0, 30)));
     assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 280)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_trigger_taken_in_is_counted_by_reason_its_own_retry_and_recheck_too() {
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let r = Rig::new();
+    let mut r = Rig {
+        s: r.s.counting(metrics.clone()),
+        ..r
+    };
+    let count = |reason| metrics.get("keysync_triggers_total", &[("reason", reason)]);
+    r.send_at(0, Trigger::Startup);
+    r.send_at(10, src("/a"));
+    r.send_at(20, src("/a"));
+    let (work, _) = r.next().await;
+    assert_eq!((count("startup"), count("source")), (1.0, 2.0));
+    // The scheduler's own: the retry of a failed pass, the recheck of held
+    // removals.
+    r.fail(work);
+    let (_, _) = r.next().await;
+    assert_eq!(count("retry"), 1.0);
+    r.s.succeeded(true);
+    let (work, _) = r.next().await;
+    assert_eq!(reasons(&work), ["recheck"]);
+    assert_eq!(count("recheck"), 1.0);
+    assert_eq!(metrics.get("keysync_triggers_total", &[]), 5.0);
+}
