@@ -178,6 +178,9 @@ pub struct Http {
     /// Shared by every clone: a secret added later (a rotated key) is
     /// scrubbed by all of them, and so are the ones before it.
     secrets: Arc<std::sync::RwLock<Secrets>>,
+    /// The daemon's shutdown: a retry wait ends at once when it turns true
+    /// (the failure is returned as it stands).
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The secrets seen so far, and their scrubber.
@@ -219,6 +222,7 @@ impl Http {
                 scrubber: Arc::new(Scrubber::new(&secrets)),
                 all: secrets,
             })),
+            shutdown: None,
         })
     }
 
@@ -339,7 +343,24 @@ impl Http {
                 error: &failure,
             });
             self.emit(outcome);
-            tokio::time::sleep(wait).await;
+            match &self.shutdown {
+                Some(rx) => {
+                    let mut rx = rx.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = rx.wait_for(|stop| *stop) => return Err(failure),
+                    }
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// The same client, whose retry waits end when `shutdown` turns true.
+    pub fn with_shutdown(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Http {
+        Http {
+            shutdown: Some(shutdown),
+            ..self.clone()
         }
     }
 

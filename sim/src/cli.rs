@@ -1,6 +1,7 @@
 //! The `keysync-sim` binary's entry: flags → [`SimConfig`], a tokio runtime,
 //! one JSON line on stdout once listening (`{"url", "beacon_url",
-//! "api_key", "operator_id"}`, for scripts), logs on stderr, exit 0 on
+//! "api_key", "operator_id", "keymanager_url", "keymanager_token"}`, for
+//! scripts), logs on stderr, exit 0 on
 //! SIGINT/SIGTERM. Everything else is driven through the control API.
 
 use std::io::{IsTerminal as _, Write as _};
@@ -10,9 +11,10 @@ use clap::Parser;
 
 use crate::{Sim, SimConfig};
 
-/// Local simulator of the Optimum auth service, the Optimum console API and
-/// an Ethereum beacon node (REST + SSE), with a scriptable chain and fault
-/// injection. Control API under `{url}/sim/…`.
+/// Local simulator of the Optimum auth service, the Optimum console API, an
+/// Ethereum beacon node (REST + SSE) and a validator client's Keymanager
+/// API, with a scriptable chain and fault injection. Control API under
+/// `{url}/sim/…`.
 #[derive(Debug, Parser)]
 #[command(name = "keysync-sim", version)]
 pub struct Args {
@@ -64,6 +66,12 @@ pub struct Args {
     /// POST validators answers this status (405, or 404 like Lodestar).
     #[arg(long)]
     pub post_validators_unsupported: Option<u16>,
+    /// Keymanager API listener port; 0 = ephemeral.
+    #[arg(long, default_value_t = 0)]
+    pub keymanager_port: u16,
+    /// The Bearer token the keymanager API accepts.
+    #[arg(long, default_value = "km_token_0123456789abcdef0123456789")]
+    pub keymanager_token: String,
 }
 
 impl Args {
@@ -87,6 +95,8 @@ impl Args {
             latency_ms: self.latency_ms,
             none_known_404: self.none_known_404,
             post_validators_unsupported: self.post_validators_unsupported,
+            keymanager_token: self.keymanager_token.clone(),
+            keymanager_port: self.keymanager_port,
         }
     }
 }
@@ -127,6 +137,8 @@ async fn run(cfg: SimConfig) -> ExitCode {
         "beacon_url": sim.beacon_url(),
         "api_key": sim.api_key(),
         "operator_id": sim.operator_id(),
+        "keymanager_url": sim.keymanager_url(),
+        "keymanager_token": sim.keymanager_token(),
     });
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
@@ -191,6 +203,10 @@ mod tests {
             "5",
             "--post-validators-unsupported",
             "404",
+            "--keymanager-port",
+            "7002",
+            "--keymanager-token",
+            "km_x",
         ])
         .unwrap();
         let cfg = args.config();
@@ -204,6 +220,10 @@ mod tests {
         assert_eq!(cfg.seed, 9);
         assert_eq!(cfg.latency_ms, 5);
         assert_eq!(cfg.post_validators_unsupported, Some(404));
+        assert_eq!(
+            (cfg.keymanager_port, cfg.keymanager_token.as_str()),
+            (7002, "km_x")
+        );
     }
 
     #[test]
@@ -211,6 +231,8 @@ mod tests {
         let cfg = Args::try_parse_from(["keysync-sim"]).unwrap().config();
         let d = SimConfig::default();
         assert_eq!(cfg.api_key, d.api_key);
+        assert_eq!(cfg.keymanager_token, d.keymanager_token);
+        assert_eq!(cfg.keymanager_port, d.keymanager_port);
         assert_eq!(
             (cfg.validators, cfg.slot_ms, cfg.slots_per_epoch),
             (d.validators, d.slot_ms, d.slots_per_epoch)

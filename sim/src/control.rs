@@ -4,7 +4,7 @@
 //!
 //! | route | body / query | answer |
 //! |---|---|---|
-//! | `GET /sim/state` | | slot, epoch, genesis_time, sync mode, stale_above, counts, assignment count, open streams, beacon_up, urls |
+//! | `GET /sim/state` | | slot, epoch, genesis_time, sync mode, stale_above, counts, assignment count, open streams, beacon_up, keymanager_up, urls |
 //! | `GET /sim/registry` | | `{"assignments": [...], "registered": n}` |
 //! | `GET /sim/counts` | | `{route: n}` |
 //! | `GET /sim/in_flight` | | `{route: {"now": n, "max": m}}`: requests in flight now, and the most at once since the last reset |
@@ -30,6 +30,14 @@
 //! | `POST /sim/stale` | `{"above": n\|null}`: validators routes forget indices ≥ n | |
 //! | `GET /sim/pubkeys?start=0&count=N` | | text/plain, one pubkey a line |
 //! | `GET /sim/validator/{index}` | | `{"index","pubkey","status"}` |
+//! | `GET /sim/keymanager` | | `{"url","token","up","local": [pubkey…],"remote": [pubkey…],"remotekeys_404"}` |
+//! | `POST /sim/keymanager/keys` | `{"local": [3, "0x…", …], "remote": [...]}` (each optional; an index is listed as the chain's pubkey for it, a string verbatim) | `{"local": n, "remote": m}` |
+//! | `POST /sim/keymanager/remotekeys_404` | `{"on": bool}`: `remotekeys` answers 404 (no remote-signer support) | |
+//! | `POST /sim/keymanager/up` | `{"up": bool}`: stops / restarts the keymanager listener (same port) | `{"up"}` |
+//! | `POST /sim/keymanager/token` | `{"token": "…"}`: the only token accepted from now on | |
+//!
+//! The keymanager's routes are faulted through `/sim/fail`, `/sim/non_json`,
+//! `/sim/latency`, `/sim/hold` with `"route": "keystores"` or `"remotekeys"`.
 //!
 //! Every POST answers `{"ok": true, …}`; a malformed body 400 `{"error","message"}`.
 
@@ -43,7 +51,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{chain, json_response, ApiError, ListShape, Route, Sim, SyncMode};
+use crate::{chain, json_response, ApiError, KeyRef, ListShape, Route, Sim, SyncMode};
 
 pub fn routes() -> Router<Sim> {
     Router::new()
@@ -74,6 +82,14 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/stale", post(stale))
         .route("/sim/pubkeys", get(pubkeys))
         .route("/sim/validator/{index}", get(validator))
+        .route("/sim/keymanager", get(keymanager))
+        .route("/sim/keymanager/keys", post(keymanager_keys))
+        .route(
+            "/sim/keymanager/remotekeys_404",
+            post(keymanager_remotekeys_404),
+        )
+        .route("/sim/keymanager/up", post(keymanager_up))
+        .route("/sim/keymanager/token", post(keymanager_token))
 }
 
 type Answer = Result<Response, ApiError>;
@@ -118,7 +134,8 @@ async fn state(State(sim): State<Sim>) -> Response {
         "stale_above": sim.stale_above(),
         "counts": sim.counts(), "assignments": assignments, "registered": registered,
         "open_streams": sim.open_streams(), "beacon_up": sim.beacon_up().await,
-        "url": sim.url(), "beacon_url": sim.beacon_url(),
+        "keymanager_up": sim.keymanager_up().await,
+        "url": sim.url(), "beacon_url": sim.beacon_url(), "keymanager_url": sim.keymanager_url(),
     });
     json_response(StatusCode::OK, body.to_string())
 }
@@ -509,4 +526,68 @@ async fn validator(State(sim): State<Sim>, Path(index): Path<String>) -> Answer 
         .map_err(|_| bad("index must be a decimal integer"))?;
     let body = json!({"index": index, "pubkey": sim.pubkey(index), "status": sim.status(index)});
     Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+async fn keymanager(State(sim): State<Sim>) -> Response {
+    let state = sim.keymanager().clone();
+    let body = json!({
+        "url": sim.keymanager_url(), "token": state.token, "up": sim.keymanager_up().await,
+        "local": state.local, "remote": state.remote, "remotekeys_404": state.remotekeys_404,
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+#[derive(Deserialize)]
+struct KeymanagerKeysReq {
+    #[serde(default)]
+    local: Option<Vec<KeyRef>>,
+    #[serde(default)]
+    remote: Option<Vec<KeyRef>>,
+}
+
+async fn keymanager_keys(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: KeymanagerKeysReq = body(&b)?;
+    if let Some(local) = req.local {
+        sim.keymanager_set_local(local);
+    }
+    if let Some(remote) = req.remote {
+        sim.keymanager_set_remote(remote);
+    }
+    let (local, remote) = {
+        let km = sim.keymanager();
+        (km.local.len(), km.remote.len())
+    };
+    ok(json!({"local": local, "remote": remote}))
+}
+
+async fn keymanager_remotekeys_404(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: OnReq = body(&b)?;
+    sim.keymanager_remotekeys_404(req.on);
+    ok(json!({}))
+}
+
+async fn keymanager_up(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: UpReq = body(&b)?;
+    if req.up {
+        sim.start_keymanager()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bind_failed", e))?;
+    } else {
+        sim.stop_keymanager().await;
+    }
+    ok(json!({"up": sim.keymanager_up().await}))
+}
+
+#[derive(Deserialize)]
+struct TokenReq {
+    token: String,
+}
+
+async fn keymanager_token(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: TokenReq = body(&b)?;
+    if req.token.is_empty() {
+        return Err(bad("token must not be empty"));
+    }
+    sim.set_keymanager_token(&req.token);
+    ok(json!({}))
 }

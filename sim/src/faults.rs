@@ -50,10 +50,12 @@ pub enum Route {
     ValidatorsGet,
     ValidatorsPost,
     Events,
+    Keystores,
+    Remotekeys,
 }
 
 impl Route {
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 15] = [
         Route::Me,
         Route::List,
         Route::Register,
@@ -67,6 +69,8 @@ impl Route {
         Route::ValidatorsGet,
         Route::ValidatorsPost,
         Route::Events,
+        Route::Keystores,
+        Route::Remotekeys,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +88,8 @@ impl Route {
             Route::ValidatorsGet => "validators_get",
             Route::ValidatorsPost => "validators_post",
             Route::Events => "events",
+            Route::Keystores => "keystores",
+            Route::Remotekeys => "remotekeys",
         }
     }
 }

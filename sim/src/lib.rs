@@ -1,16 +1,21 @@
-//! `keysync-sim`: one loopback process that plays keysync's three remote
-//! parties — the Optimum auth service, the Optimum console API and an
-//! Ethereum beacon node (REST + SSE) — faithfully enough for tests, demos
-//! and benchmarks, with a scriptable chain and fault injection.
+//! `keysync-sim`: one loopback process that plays keysync's remote
+//! parties — the Optimum auth service, the Optimum console API, an
+//! Ethereum beacon node (REST + SSE) and a validator client's Keymanager
+//! API — faithfully enough for tests, demos and benchmarks, with a
+//! scriptable chain and fault injection.
 //!
 //! This module owns the [`Sim`] handle (start, control, shutdown) and its
 //! [`SimConfig`]. It shares no code with keysync and must stay that way.
 //!
-//! Two listeners on 127.0.0.1:
+//! Three listeners on 127.0.0.1:
 //! - main ([`Sim::url`]): `GET /api/v1/me`, the console API, and the JSON
 //!   control API under `/sim/…` (see [`control`]);
 //! - beacon ([`Sim::beacon_url`]): the Beacon API routes and `/eth/v1/events`.
 //!   It can be stopped and restarted on the same port.
+//! - keymanager ([`Sim::keymanager_url`]): `GET /eth/v1/keystores` and
+//!   `GET /eth/v1/remotekeys` behind [`Sim::keymanager_token`], listing the
+//!   keys scripted with [`Sim::keymanager_set_local`] and
+//!   [`Sim::keymanager_set_remote`]. It too can be stopped and restarted.
 //!
 //! Beacon reads ignore `state_id` beyond validating it: `head`, `finalized`,
 //! `justified`, `genesis`, a slot or a root all answer from the current state
@@ -28,6 +33,7 @@ mod cli;
 mod console;
 pub mod control;
 mod faults;
+mod keymanager;
 mod node;
 mod registry;
 mod server;
@@ -47,12 +53,14 @@ use tokio::task::JoinHandle;
 pub use chain::Status;
 pub use cli::cli_main;
 pub use faults::Route;
+pub use keymanager::{KeyRef, REMOTE_SIGNER_URL};
 pub use node::SyncMode;
 pub use registry::{Assignment, ListShape};
 
 use beacon::Streams;
 use chain::{Chain, Lifecycle};
 use faults::Faults;
+use keymanager::KeymanagerState;
 use node::{Clock, SpecParams};
 use registry::Registry;
 use server::Server;
@@ -104,6 +112,11 @@ pub struct SimConfig {
     pub none_known_404: bool,
     /// `POST …/validators` answers this status (405, or 404 like Lodestar).
     pub post_validators_unsupported: Option<u16>,
+    /// The Bearer token the keymanager's routes accept.
+    /// Default `km_token_0123456789abcdef0123456789`.
+    pub keymanager_token: String,
+    /// Keymanager listener port; 0 (default) = ephemeral (kept across restarts).
+    pub keymanager_port: u16,
 }
 
 impl Default for SimConfig {
@@ -128,6 +141,8 @@ impl Default for SimConfig {
             latency_ms: 0,
             none_known_404: false,
             post_validators_unsupported: None,
+            keymanager_token: "km_token_0123456789abcdef0123456789".to_string(),
+            keymanager_port: 0,
         }
     }
 }
@@ -156,6 +171,7 @@ pub(crate) struct Inner {
     cfg: SimConfig,
     main_addr: SocketAddr,
     beacon_addr: SocketAddr,
+    keymanager_addr: SocketAddr,
     clock_rules: Clock,
     chain: Mutex<Chain>,
     registry: Mutex<Registry>,
@@ -168,8 +184,10 @@ pub(crate) struct Inner {
     stale_above: Mutex<Option<u64>>,
     /// The key auth and console accept now (starts as the configured one).
     api_key: Mutex<String>,
+    keymanager_state: Mutex<KeymanagerState>,
     main: tokio::sync::Mutex<Option<Server>>,
     beacon: tokio::sync::Mutex<Option<Server>>,
+    keymanager: tokio::sync::Mutex<Option<Server>>,
     clock: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -241,10 +259,11 @@ impl IntoResponse for ApiError {
 const BODY_LIMIT: usize = 256 << 20;
 
 impl Sim {
-    /// Binds both listeners, generates the chain and starts the clock.
+    /// Binds the three listeners, generates the chain and starts the clock.
     pub async fn start(cfg: SimConfig) -> std::io::Result<Sim> {
         let (main_listener, main_addr) = server::bind(cfg.main_port).await?;
         let (beacon_listener, beacon_addr) = server::bind(cfg.beacon_port).await?;
+        let (keymanager_listener, keymanager_addr) = server::bind(cfg.keymanager_port).await?;
         let (seed, n, spe, lc) = (
             cfg.seed,
             cfg.validators,
@@ -260,6 +279,7 @@ impl Sim {
         let inner = Inner {
             main_addr,
             beacon_addr,
+            keymanager_addr,
             clock_rules,
             chain: Mutex::new(chain),
             registry: Mutex::new(Registry::default()),
@@ -271,8 +291,13 @@ impl Sim {
             spec_omit: Mutex::new(Vec::new()),
             stale_above: Mutex::new(None),
             api_key: Mutex::new(cfg.api_key.clone()),
+            keymanager_state: Mutex::new(KeymanagerState {
+                token: cfg.keymanager_token.clone(),
+                ..KeymanagerState::default()
+            }),
             main: tokio::sync::Mutex::new(None),
             beacon: tokio::sync::Mutex::new(None),
+            keymanager: tokio::sync::Mutex::new(None),
             clock: Mutex::new(None),
             cfg,
         };
@@ -283,10 +308,12 @@ impl Sim {
         sim.follow_wall_clock();
         *sim.inner.main.lock().await = Some(Server::spawn(main_listener, sim.main_router()));
         *sim.inner.beacon.lock().await = Some(Server::spawn(beacon_listener, sim.beacon_router()));
+        *sim.inner.keymanager.lock().await =
+            Some(Server::spawn(keymanager_listener, sim.keymanager_router()));
         if sim.inner.cfg.slot_ms > 0 {
             *lock(&sim.inner.clock) = Some(sim.spawn_clock());
         }
-        tracing::info!(url = %sim.url(), beacon_url = %sim.beacon_url(), validators = n, "simulator listening");
+        tracing::info!(url = %sim.url(), beacon_url = %sim.beacon_url(), keymanager_url = %sim.keymanager_url(), validators = n, "simulator listening");
         Ok(sim)
     }
 
@@ -299,6 +326,12 @@ impl Sim {
 
     fn beacon_router(&self) -> Router {
         beacon::routes(self)
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .with_state(self.clone())
+    }
+
+    fn keymanager_router(&self) -> Router {
+        keymanager::routes(self)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.clone())
     }
@@ -354,6 +387,10 @@ impl Sim {
 
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         lock(&self.inner.registry)
+    }
+
+    pub(crate) fn keymanager(&self) -> MutexGuard<'_, KeymanagerState> {
+        lock(&self.inner.keymanager_state)
     }
 
     /// The `genesis_time` reported when the head is at `head_slot` (see
@@ -762,12 +799,95 @@ impl Sim {
         self.faults().reset_counts();
     }
 
-    /// Stops the clock and both listeners, cutting every connection.
+    // ---- keymanager ----------------------------------------------------
+
+    /// `http://127.0.0.1:KPORT`: the validator client's Keymanager API.
+    pub fn keymanager_url(&self) -> String {
+        format!("http://{}", self.inner.keymanager_addr)
+    }
+
+    /// The Bearer token the keymanager accepts now (starts as
+    /// [`SimConfig::keymanager_token`]).
+    pub fn keymanager_token(&self) -> String {
+        self.keymanager().token.clone()
+    }
+
+    /// Rotates the keymanager's token: from now on only `token` is accepted.
+    pub fn set_keymanager_token(&self, token: &str) {
+        self.keymanager().token = token.to_string();
+    }
+
+    /// What `keystores` lists from now on, in this order: an index is
+    /// listed as [`Sim::pubkey`] of it, a string verbatim (malformed on
+    /// purpose, if the test wants). Duplicates are kept.
+    pub fn keymanager_set_local<K: Into<KeyRef>>(&self, keys: impl IntoIterator<Item = K>) {
+        let keys = self.resolve_keys(keys);
+        self.keymanager().local = keys;
+    }
+
+    /// What `remotekeys` lists from now on (as [`Sim::keymanager_set_local`]).
+    pub fn keymanager_set_remote<K: Into<KeyRef>>(&self, keys: impl IntoIterator<Item = K>) {
+        let keys = self.resolve_keys(keys);
+        self.keymanager().remote = keys;
+    }
+
+    fn resolve_keys<K: Into<KeyRef>>(&self, keys: impl IntoIterator<Item = K>) -> Vec<String> {
+        let chain = self.chain();
+        keys.into_iter()
+            .map(|k| match k.into() {
+                KeyRef::Index(i) => chain::to_hex(&chain.pubkey(i)),
+                KeyRef::Pubkey(s) => s,
+            })
+            .collect()
+    }
+
+    /// What `keystores` lists now.
+    pub fn keymanager_local(&self) -> Vec<String> {
+        self.keymanager().local.clone()
+    }
+
+    /// What `remotekeys` lists now.
+    pub fn keymanager_remote(&self) -> Vec<String> {
+        self.keymanager().remote.clone()
+    }
+
+    /// While on, `remotekeys` answers 404, whatever the token: a client
+    /// without remote-signer support.
+    pub fn keymanager_remotekeys_404(&self, on: bool) {
+        self.keymanager().remotekeys_404 = on;
+    }
+
+    /// Closes the keymanager listener and every connection to it (clients
+    /// see connection refused). No-op if already stopped.
+    pub async fn stop_keymanager(&self) {
+        if let Some(server) = self.inner.keymanager.lock().await.take() {
+            server.stop().await;
+            tracing::info!("keymanager stopped");
+        }
+    }
+
+    /// Rebinds the keymanager listener on the same port. No-op if running.
+    pub async fn start_keymanager(&self) -> std::io::Result<()> {
+        let mut slot = self.inner.keymanager.lock().await;
+        if slot.is_none() {
+            let (listener, _) = server::bind(self.inner.keymanager_addr.port()).await?;
+            *slot = Some(Server::spawn(listener, self.keymanager_router()));
+            tracing::info!("keymanager started");
+        }
+        Ok(())
+    }
+
+    pub async fn keymanager_up(&self) -> bool {
+        self.inner.keymanager.lock().await.is_some()
+    }
+
+    /// Stops the clock and every listener, cutting every connection.
     pub async fn shutdown(self) {
         if let Some(clock) = lock(&self.inner.clock).take() {
             clock.abort();
         }
         self.stop_beacon().await;
+        self.stop_keymanager().await;
         if let Some(server) = self.inner.main.lock().await.take() {
             server.stop().await;
         }

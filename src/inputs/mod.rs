@@ -22,6 +22,7 @@
 
 pub mod file;
 mod json;
+pub mod keymanager;
 mod last_good;
 mod text;
 

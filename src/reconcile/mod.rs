@@ -189,13 +189,26 @@ impl Reconciler {
         settings: &Settings,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Reconciler, Error> {
-        let http = Http::new(
+        Self::connect_until(settings, metrics, None).await
+    }
+
+    /// [`Reconciler::connect`] for the daemon: every retry wait of every
+    /// request ends when `shutdown` turns true.
+    pub async fn connect_until(
+        settings: &Settings,
+        metrics: Option<Arc<Metrics>>,
+        shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<Reconciler, Error> {
+        let mut http = Http::new(
             settings.timeout,
             settings.retry,
             metrics,
             vec![settings.api_key.clone()],
         )
         .map_err(Error::Runtime)?;
+        if let Some(rx) = shutdown {
+            http = http.with_shutdown(rx);
+        }
         let registry = RegistryClient::new(
             http.clone(),
             settings.api_url.clone(),

@@ -218,11 +218,12 @@ async fn connect(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Reconciler, u8> {
     let mut attempt = 0u32;
+    let stop = shutdown.clone();
     loop {
         let result = tokio::select! {
             biased;
             _ = scheduler::requested(&mut shutdown) => return Err(EXIT_OK),
-            r = Reconciler::connect(settings, Some(metrics.clone())) => r,
+            r = Reconciler::connect_until(settings, Some(metrics.clone()), Some(stop.clone())) => r,
         };
         let e = match result {
             Ok(rec) => return Ok(rec),
