@@ -8,9 +8,10 @@
 //! Owns reading and parsing every input format — pubkeys list, index list,
 //! records JSON, and (for the drop directory) EIP-2335 keystores and deposit
 //! data — into one [`SourceContent`]. Errors name the file and the line or
-//! array element at fault. Does no network I/O and never decides what to do
-//! with a broken file: one-shot commands fail, the daemon keeps the last good
-//! content.
+//! array element at fault. Never decides what to do with a broken input:
+//! one-shot commands fail, the daemon keeps the last good content. Files
+//! are read without network I/O; [`keymanager`] reads a validator client's
+//! key list over its Keymanager API.
 //!
 //! An input is readable or refused (safety invariant 1): it must be a
 //! regular file (links followed) of at most [`MAX_INPUT_BYTES`]; anything
