@@ -176,6 +176,22 @@ impl RegistryClient {
         u
     }
 
+    /// Sends `build`'s request with the key as the Bearer (the key in use
+    /// now: a rotated one from the next request on), mapping a failure to
+    /// this party's error.
+    async fn call(
+        &self,
+        party: Party,
+        call: &'static str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let key = self.key();
+        self.http
+            .send(party, call, |c| build(c).bearer_auth(key.expose()))
+            .await
+            .map_err(|f| self.fail(party, call, f))
+    }
+
     fn fail(&self, party: Party, call: &'static str, failure: Failure) -> RegistryError {
         match failure {
             Failure::Status { status, body, .. } if status == 401 || status == 403 => {
@@ -245,13 +261,7 @@ impl RegistryClient {
     pub async fn me(&self) -> Result<String, RegistryError> {
         const CALL: &str = "GET /api/v1/me";
         let url = Self::url(&self.auth_url, &["api", "v1", "me"]);
-        let resp = self
-            .http
-            .send(Party::Auth, CALL, |c| {
-                c.get(url.clone()).bearer_auth(self.key().expose())
-            })
-            .await
-            .map_err(|f| self.fail(Party::Auth, CALL, f))?;
+        let resp = self.call(Party::Auth, CALL, |c| c.get(url.clone())).await?;
         let map = self.json(Party::Auth, CALL, resp).await?;
         let body: MeBody =
             serde_json::from_value(Value::Object(map)).map_err(|e| RegistryError::Malformed {
@@ -292,12 +302,8 @@ impl RegistryClient {
         );
         url.query_pairs_mut().append_pair("network", &self.network);
         let resp = self
-            .http
-            .send(Party::Console, CALL, |c| {
-                c.get(url.clone()).bearer_auth(self.key().expose())
-            })
-            .await
-            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+            .call(Party::Console, CALL, |c| c.get(url.clone()))
+            .await?;
         let bytes = self
             .http
             .body(resp, list_limit(expected_rows))
@@ -383,14 +389,8 @@ impl RegistryClient {
             })).collect::<Vec<_>>()
         });
         let resp = self
-            .http
-            .send(Party::Console, CALL, |c| {
-                c.post(url.clone())
-                    .bearer_auth(self.key().expose())
-                    .json(&body)
-            })
-            .await
-            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+            .call(Party::Console, CALL, |c| c.post(url.clone()).json(&body))
+            .await?;
         let map = self.json(Party::Console, CALL, resp).await?;
         let count = |name: &str| match map.get(name) {
             None | Some(Value::Null) => Some(0),
@@ -425,14 +425,8 @@ impl RegistryClient {
                 "validator_index": i, "chain_id": c.as_str()
             })).collect::<Vec<_>>()
         });
-        self.http
-            .send(Party::Console, CALL, |c| {
-                c.post(url.clone())
-                    .bearer_auth(self.key().expose())
-                    .json(&body)
-            })
-            .await
-            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+        self.call(Party::Console, CALL, |c| c.post(url.clone()).json(&body))
+            .await?;
         Ok(())
     }
 
@@ -451,12 +445,8 @@ impl RegistryClient {
         );
         url.query_pairs_mut()
             .append_pair("chain_id", chain_id.as_str());
-        self.http
-            .send(Party::Console, CALL, |c| {
-                c.delete(url.clone()).bearer_auth(self.key().expose())
-            })
-            .await
-            .map_err(|f| self.fail(Party::Console, CALL, f))?;
+        self.call(Party::Console, CALL, |c| c.delete(url.clone()))
+            .await?;
         Ok(())
     }
 }
