@@ -12,8 +12,7 @@ use std::num::NonZeroU32;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::domain::{DesiredValidator, Key};
-use crate::metrics::events::{WriteFailed, WriteLanded};
-use crate::metrics::{Event, Metrics, UnassignReason, Write};
+use crate::metrics::{Event, Metrics, Outcome, UnassignReason, Write, WriteLabels};
 use crate::plan::Plan;
 use crate::registry::{RegistryClient, RegistryError, REGISTER_CHUNK};
 use crate::witness::Reason;
@@ -224,5 +223,118 @@ impl Writer<'_> {
             progress: p,
             stopped: false,
         })
+    }
+}
+
+// ---- events: what a write did, logged and counted together ---------------
+
+/// Rows of one write landed; `progress`: everything landed so far.
+pub struct WriteLanded {
+    pub write: Write,
+    pub rows: usize,
+    pub progress: Progress,
+}
+
+impl Event for WriteLanded {
+    fn record(&self, m: &Metrics) {
+        m.writes
+            .get_or_create(&WriteLabels::new(self.write, Outcome::Ok))
+            .inc_by(self.rows as u64);
+    }
+
+    fn log(&self) {
+        let p = &self.progress;
+        match self.write {
+            Write::Register => tracing::info!(
+                target: "keysync::apply",
+                added = p.registered_added,
+                skipped = p.registered_skipped,
+                "registered keys"
+            ),
+            Write::Assign => {
+                tracing::info!(target: "keysync::apply", count = p.assigned, "assigned validators")
+            }
+            // One line for all of them, at the end of the apply.
+            Write::Unassign(_) => {}
+        }
+    }
+}
+
+/// A write failed: its `rows` did not land (or may not have), `progress`
+/// is what landed before it.
+pub struct WriteFailed<'a> {
+    pub write: Write,
+    pub rows: usize,
+    pub progress: Progress,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl Event for WriteFailed<'_> {
+    fn record(&self, m: &Metrics) {
+        m.writes
+            .get_or_create(&WriteLabels::new(self.write, Outcome::Error))
+            .inc_by(self.rows as u64);
+    }
+
+    fn log(&self) {
+        let p = &self.progress;
+        tracing::error!(
+            target: "keysync::apply",
+            stage = %self.write.kind().label(),
+            registered_added = p.registered_added,
+            registered_skipped = p.registered_skipped,
+            assigned = p.assigned,
+            unassigned = p.unassigned,
+            error = %self.error,
+            "apply failed part-way; what landed is listed, the next run converges from here"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress() -> Progress {
+        Progress {
+            registered_added: 2,
+            registered_skipped: 1,
+            assigned: 3,
+            unassigned: 0,
+        }
+    }
+
+    #[test]
+    fn a_write_counts_its_rows_under_its_kind_and_reason() {
+        let m = Metrics::with_zeroes();
+        m.emit(WriteLanded {
+            write: Write::Assign,
+            rows: 3,
+            progress: progress(),
+        });
+        m.emit(WriteFailed {
+            write: Write::Unassign(UnassignReason::RegistryDrift),
+            rows: 1,
+            progress: progress(),
+            error: &"HTTP 503",
+        });
+        let text = m.render();
+        assert!(
+            text.contains("keysync_writes_total{kind=\"assign\",result=\"ok\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "keysync_writes_total{kind=\"unassign\",result=\"error\",reason=\"registry_drift\"} 1\n"
+            ),
+            "{text}"
+        );
+        // Without metrics (the one-shot commands), the event still logs.
+        WriteLanded {
+            write: Write::Register,
+            rows: 1,
+            progress: progress(),
+        }
+        .emit(None);
     }
 }

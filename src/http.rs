@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::metrics::events::{RemoteRequest, Retrying};
-use crate::metrics::{Event, Metrics, Reply};
+use crate::metrics::{Event, Metrics, Reply, RequestLabels, RequestOutcomeLabels};
 use crate::secret::{Scrubber, Secret};
 
 /// The remote party a request goes to; named in every error.
@@ -67,8 +66,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: crate::config::DEFAULT_HTTP_ATTEMPTS,
-            base_delay: Duration::from_millis(crate::config::DEFAULT_HTTP_BACKOFF_MS),
+            attempts: DEFAULT_ATTEMPTS,
+            base_delay: Duration::from_millis(DEFAULT_BACKOFF_MS),
             max_delay: Duration::from_secs(30),
         }
     }
@@ -188,6 +187,11 @@ struct Secrets {
     all: Vec<Secret>,
     scrubber: Arc<Scrubber>,
 }
+
+/// Attempts per request by default (the first included).
+pub const DEFAULT_ATTEMPTS: u32 = 4;
+/// The first retry's backoff by default, in ms (doubled per retry).
+pub const DEFAULT_BACKOFF_MS: u64 = 500;
 
 /// Longest body excerpt kept in an error.
 const BODY_EXCERPT: usize = 200;
@@ -486,6 +490,54 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = src.source();
     }
     s
+}
+
+// ---- events: a request's outcome, logged and counted together ------------
+
+/// One attempt of a remote request ended, after `seconds`; `retry`: it
+/// failed and is tried again.
+pub struct RemoteRequest<'a> {
+    pub party: Party,
+    pub call: &'static str,
+    pub reply: Reply,
+    pub seconds: f64,
+    pub retry: Option<Retrying<'a>>,
+}
+
+/// A failed attempt that will be tried again.
+pub struct Retrying<'a> {
+    pub attempt: u32,
+    pub wait: Duration,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl RemoteRequest<'_> {
+    fn request(&self) -> RequestLabels {
+        RequestLabels {
+            party: self.party.label(),
+            call: self.call,
+        }
+    }
+}
+
+impl Event for RemoteRequest<'_> {
+    fn record(&self, m: &Metrics) {
+        m.remote_request_seconds
+            .get_or_create(&self.request())
+            .observe(self.seconds);
+        m.remote_requests
+            .get_or_create(&RequestOutcomeLabels {
+                request: self.request(),
+                outcome: self.reply,
+            })
+            .inc();
+    }
+
+    fn log(&self) {
+        if let Some(r) = &self.retry {
+            tracing::warn!(target: "keysync::http", party = self.party.label(), call = self.call, attempt = r.attempt, wait_ms = r.wait.as_millis() as u64, error = %r.error, "request failed, retrying");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,14 +19,12 @@ use std::fmt;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::beacon::{NotSynced, Unsynced, ValidatorId, Witness};
+use crate::beacon::{BeaconClient, NotSynced, Unsynced, ValidatorId, Witness as Verdict};
 use crate::cache::ChainCache;
 use crate::cache::Learned;
 use crate::desired::Listing;
-use crate::domain::{Key, Pubkey, ValidatorIndex};
-use crate::error::Error;
+use crate::domain::{ChainId, Key, Pubkey, ValidatorIndex};
 use crate::plan::Plan;
-use crate::reconcile::Reconciler;
 
 /// Why a validator is unassigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +60,18 @@ impl fmt::Display for Reason {
     }
 }
 
+/// The `reason` label of an unassign write.
+impl From<&Reason> for crate::metrics::UnassignReason {
+    fn from(r: &Reason) -> Self {
+        use crate::metrics::UnassignReason;
+        match r {
+            Reason::Withdrawn { .. } => UnassignReason::Withdrawn,
+            Reason::NotInInputs => UnassignReason::NotInInputs,
+            Reason::Drift => UnassignReason::RegistryDrift,
+        }
+    }
+}
+
 /// The witness's verdict on a plan's unassigns.
 #[derive(Debug, Clone, Default)]
 pub struct Confirmed {
@@ -79,7 +89,14 @@ pub struct Confirmed {
 /// How many unknown indices a stale-state error names.
 const STALE_SAMPLE: usize = 5;
 
-impl Reconciler {
+/// What the witness asks and of whom: the pass's beacon client (if any)
+/// and the configured chain.
+pub(crate) struct Witness<'a> {
+    pub beacon: Option<&'a BeaconClient>,
+    pub chain_id: &'a ChainId,
+}
+
+impl Witness<'_> {
     /// Confirms `plan`'s unassigns (see the module docs): takes out those
     /// found desired after all, holds every one of them when the witness is
     /// not synced, and gives each that remains its reason. `beacon_resolved`:
@@ -94,7 +111,7 @@ impl Reconciler {
         beacon_resolved: bool,
         drift: &(dyn Fn(&Key) -> bool + Sync),
         mut on_learned: impl FnMut(Learned),
-    ) -> Result<Confirmed, Error> {
+    ) -> Result<Confirmed, crate::beacon::BeaconError> {
         let mut out = Confirmed::default();
         if plan.to_unassign.is_empty() {
             return Ok(out);
@@ -104,13 +121,13 @@ impl Reconciler {
         let ours: Vec<ValidatorId> = plan
             .to_unassign
             .iter()
-            .filter(|k| k.1 == self.chain_id)
+            .filter(|k| k.1 == *self.chain_id)
             .map(|k| ValidatorId::Index(k.0))
             .collect();
-        if let (true, Some(beacon), false) = (beacon_resolved, &self.beacon, ours.is_empty()) {
+        if let (true, Some(beacon), false) = (beacon_resolved, self.beacon, ours.is_empty()) {
             let not_synced = match beacon.witness().await? {
-                Witness::NotSynced(ns) => Some(ns),
-                Witness::Synced { .. } => {
+                Verdict::NotSynced(ns) => Some(ns),
+                Verdict::Synced { .. } => {
                     let answers = beacon.validators(&ours, None, &|_| {}).await?;
                     // The lookup may have failed over: ask again.
                     let witness = beacon.witness().await?;
@@ -148,15 +165,15 @@ impl Reconciler {
                         );
                     }
                     match witness {
-                        Witness::NotSynced(ns) => Some(ns),
-                        Witness::Synced { url, .. } if !unknown.is_empty() => Some(NotSynced {
+                        Verdict::NotSynced(ns) => Some(ns),
+                        Verdict::Synced { url, .. } if !unknown.is_empty() => Some(NotSynced {
                             url,
                             why: Unsynced::Stale {
                                 count: unknown.len(),
                                 sample: unknown.into_iter().take(STALE_SAMPLE).collect(),
                             },
                         }),
-                        Witness::Synced { .. } => None,
+                        Verdict::Synced { .. } => None,
                     }
                 }
             };
@@ -170,7 +187,7 @@ impl Reconciler {
             .to_unassign
             .iter()
             .map(|k| {
-                if k.1 == self.chain_id && listed.contains(&k.0) {
+                if k.1 == *self.chain_id && listed.contains(&k.0) {
                     Reason::Withdrawn {
                         epoch: withdrawable.get(&k.0).copied().flatten(),
                     }

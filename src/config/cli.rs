@@ -20,11 +20,11 @@ pub const DEFAULT_API_URL: &str = "https://console.getoptimum.io";
 pub const DEFAULT_AUTH_URL: &str = "https://auth.getoptimum.io";
 pub const DEFAULT_NETWORK: &str = "mainnet";
 pub const DEFAULT_CHAIN_ID: &str = "0x1";
-pub const DEFAULT_HTTP_ATTEMPTS: u32 = 4;
+pub const DEFAULT_HTTP_ATTEMPTS: u32 = crate::http::DEFAULT_ATTEMPTS;
 /// Most attempts per remote request: more would ride out any outage but
 /// hold the exit code an alert keys on for hours.
 pub const MAX_HTTP_ATTEMPTS: u32 = 20;
-pub const DEFAULT_HTTP_BACKOFF_MS: u64 = 500;
+pub const DEFAULT_HTTP_BACKOFF_MS: u64 = crate::http::DEFAULT_BACKOFF_MS;
 pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MAX_DELETES: u64 = 10;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";

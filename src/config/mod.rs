@@ -81,23 +81,7 @@ impl LogFormat {
     }
 }
 
-/// Input files, each optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inputs {
-    pub pubkeys_file: Option<PathBuf>,
-    pub index_list_file: Option<PathBuf>,
-    pub indices_file: Option<PathBuf>,
-    pub input_dir: Option<PathBuf>,
-}
-
-impl Inputs {
-    pub fn any(&self) -> bool {
-        self.pubkeys_file.is_some()
-            || self.index_list_file.is_some()
-            || self.indices_file.is_some()
-            || self.input_dir.is_some()
-    }
-}
+pub use crate::inputs::Inputs;
 
 /// Settings of the daemon only.
 #[derive(Debug, Clone, PartialEq, Eq)]

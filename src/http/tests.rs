@@ -204,3 +204,27 @@ proptest::proptest! {
         proptest::prop_assert!(e.chars().count() <= BODY_EXCERPT + 1);
     }
 }
+
+#[test]
+fn a_remote_request_is_timed_and_counted_by_outcome() {
+    let m = Metrics::new();
+    for reply in [Reply::Status(503), Reply::Transport, Reply::Ok] {
+        m.emit(RemoteRequest {
+            party: Party::Console,
+            call: "POST assign",
+            reply,
+            seconds: 0.02,
+            retry: None,
+        });
+    }
+    let text = m.render();
+    for line in [
+        "keysync_remote_requests_total{party=\"console\",call=\"POST assign\",outcome=\"503\"} 1\n",
+        "keysync_remote_requests_total{party=\"console\",call=\"POST assign\",outcome=\"transport\"} 1\n",
+        "keysync_remote_requests_total{party=\"console\",call=\"POST assign\",outcome=\"ok\"} 1\n",
+        "keysync_remote_request_seconds_count{party=\"console\",call=\"POST assign\"} 3\n",
+        "keysync_remote_request_seconds_bucket{party=\"console\",call=\"POST assign\",le=\"0.025\"} 3\n",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+}

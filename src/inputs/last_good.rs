@@ -20,10 +20,22 @@ use std::path::{Path, PathBuf};
 
 use super::{Delta, SourceContent, SourceError, SourceKind};
 use crate::domain::{Key, Pubkey};
-use crate::metrics::events::{DropDirFailed, SourceFailed};
-use crate::metrics::Metrics;
-use crate::settings::Inputs;
-use crate::store::Store;
+
+use super::Inputs;
+use crate::metrics::{Event, Metrics};
+
+/// Where the last good content of every input is kept across restarts
+/// (the daemon's store implements it; this room does not know the store).
+pub trait Keep {
+    /// The content saved under `key`, if any and whole.
+    fn load_source(&self, key: &str) -> Option<SourceContent>;
+    /// Every key saved.
+    fn source_keys(&self) -> Vec<String>;
+    /// Saves `content` under `key`; how many chunks were written.
+    fn save_source(&self, key: &str, content: &SourceContent) -> Result<usize, String>;
+    /// Forgets `key`.
+    fn remove_source(&self, key: &str) -> Result<(), String>;
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -59,7 +71,7 @@ const READY_PROBLEMS: usize = 5;
 
 impl InputSet {
     /// The configured inputs, with the last good content from the store.
-    pub fn restore(inputs: Inputs, store: &Store) -> InputSet {
+    pub fn restore(inputs: Inputs, store: &dyn Keep) -> InputSet {
         let mut entries = BTreeMap::new();
         for (kind, p) in super::configured(&inputs) {
             let stored = store.load_source(&key(p));
@@ -166,7 +178,7 @@ impl InputSet {
     }
 
     /// Re-reads every input (start, or a drop-dir listing is needed).
-    pub fn reload_all(&mut self, store: &Store, metrics: &Metrics) {
+    pub fn reload_all(&mut self, store: &dyn Keep, metrics: &Metrics) {
         let mut paths: Vec<PathBuf> = self.entries.keys().cloned().collect();
         // Entries whose file is gone were deleted while we were down, or the
         // directory is not there (then they stand).
@@ -184,7 +196,7 @@ impl InputSet {
 
     /// Re-reads one path after a change. Returns how its content changed,
     /// if it did.
-    pub fn reload(&mut self, path: &Path, store: &Store, metrics: &Metrics) -> Option<Delta> {
+    pub fn reload(&mut self, path: &Path, store: &dyn Keep, metrics: &Metrics) -> Option<Delta> {
         let delta = self.reload_one(path, store, metrics, None);
         self.report(metrics);
         delta
@@ -207,7 +219,7 @@ impl InputSet {
     fn reload_one(
         &mut self,
         path: &Path,
-        store: &Store,
+        store: &dyn Keep,
         metrics: &Metrics,
         dir_ok: Option<bool>,
     ) -> Option<Delta> {
@@ -367,7 +379,7 @@ impl InputSet {
     }
 
     /// Drops a drop-directory entry whose file was deleted; its content.
-    fn forget(&mut self, path: &Path, store: &Store) -> Option<SourceContent> {
+    fn forget(&mut self, path: &Path, store: &dyn Keep) -> Option<SourceContent> {
         let removed = self.entries.remove(path)?;
         self.problems.remove(path);
         tracing::info!(path = %path.display(), "input file removed from the drop directory");
@@ -379,7 +391,7 @@ impl InputSet {
 
     /// Saves the last good content of inputs that changed. Called after the
     /// pass's writes: a multi-megabyte save must not delay them.
-    pub fn persist(&mut self, store: &Store) {
+    pub fn persist(&mut self, store: &dyn Keep) {
         for (path, e) in self.entries.iter_mut().filter(|(_, e)| e.unsaved) {
             match store.save_source(&key(path), &e.content) {
                 Ok(chunks) => {
@@ -417,6 +429,43 @@ impl InputSet {
     /// file: unassigns must wait, since those validators are unknown.
     pub fn complete(&self) -> bool {
         self.dir_known && self.entries.values().all(|e| e.known)
+    }
+}
+
+// ---- events: a source that cannot be used, logged and counted together ---
+
+/// An input file could not be read or parsed; its last good content
+/// (`kept` entries) stands.
+pub struct SourceFailed<'a> {
+    pub path: &'a Path,
+    pub error: &'a dyn std::fmt::Display,
+    pub kept: usize,
+}
+
+impl Event for SourceFailed<'_> {
+    fn record(&self, m: &Metrics) {
+        m.source_errors.inc();
+    }
+
+    fn log(&self) {
+        tracing::error!(target: "keysync::inputs::last_good", error = %self.error, path = %self.path.display(), kept = self.kept, "input file cannot be used; keeping its last good content");
+    }
+}
+
+/// The drop directory could not be listed (or lists nothing); the last
+/// good content of its `kept_files` stands.
+pub struct DropDirFailed<'a> {
+    pub error: &'a dyn std::fmt::Display,
+    pub kept_files: usize,
+}
+
+impl Event for DropDirFailed<'_> {
+    fn record(&self, m: &Metrics) {
+        m.source_errors.inc();
+    }
+
+    fn log(&self) {
+        tracing::error!(target: "keysync::inputs::last_good", error = %self.error, kept_files = self.kept_files, "the drop directory cannot be used; the last good content of its files stands");
     }
 }
 

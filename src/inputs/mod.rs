@@ -27,7 +27,27 @@ pub mod keymanager;
 mod last_good;
 mod text;
 
-pub use last_good::InputSet;
+pub use last_good::{InputSet, Keep};
+
+use std::path::PathBuf as InputPath;
+
+/// The configured input files, each optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    pub pubkeys_file: Option<InputPath>,
+    pub index_list_file: Option<InputPath>,
+    pub indices_file: Option<InputPath>,
+    pub input_dir: Option<InputPath>,
+}
+
+impl Inputs {
+    pub fn any(&self) -> bool {
+        self.pubkeys_file.is_some()
+            || self.index_list_file.is_some()
+            || self.indices_file.is_some()
+            || self.input_dir.is_some()
+    }
+}
 
 pub use file::{FileError, MAX_INPUT_BYTES, MAX_KEY_FILE_BYTES};
 
@@ -331,9 +351,7 @@ pub fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
 }
 
 /// The configured input files with their formats (the drop directory aside).
-pub fn configured(
-    inputs: &crate::settings::Inputs,
-) -> impl Iterator<Item = (SourceKind, &PathBuf)> {
+pub fn configured(inputs: &Inputs) -> impl Iterator<Item = (SourceKind, &PathBuf)> {
     [
         (SourceKind::Pubkeys, &inputs.pubkeys_file),
         (SourceKind::IndexList, &inputs.index_list_file),
@@ -347,10 +365,7 @@ pub fn configured(
 /// error fails the run. A blank file and a drop directory with no input
 /// file are errors unless `allow_empty` (`--allow-empty`) says emptying is
 /// meant; then they contribute nothing.
-pub fn read_all(
-    inputs: &crate::settings::Inputs,
-    allow_empty: bool,
-) -> Result<SourceContent, SourceError> {
+pub fn read_all(inputs: &Inputs, allow_empty: bool) -> Result<SourceContent, SourceError> {
     let blank_ok = |r: Result<SourceContent, SourceError>| match r {
         Err(SourceError::Blank { path }) if allow_empty => {
             tracing::warn!(path = %path.display(), "input file has no entries (--allow-empty)");

@@ -102,17 +102,6 @@ label_values! {
     }
 }
 
-impl From<&crate::witness::Reason> for UnassignReason {
-    fn from(r: &crate::witness::Reason) -> Self {
-        use crate::witness::Reason;
-        match r {
-            Reason::Withdrawn { .. } => UnassignReason::Withdrawn,
-            Reason::NotInInputs => UnassignReason::NotInInputs,
-            Reason::Drift => UnassignReason::RegistryDrift,
-        }
-    }
-}
-
 label_values! {
     /// Why unassigns are held back.
     pub enum HeldReason {
@@ -124,15 +113,6 @@ label_values! {
         InputNotRead => "input_not_read",
         /// No synced beacon node confirmed them.
         BeaconNotSynced => "beacon_not_synced",
-    }
-}
-
-impl From<crate::reconcile::Hold> for HeldReason {
-    fn from(h: crate::reconcile::Hold) -> Self {
-        match h {
-            crate::reconcile::Hold::MaxDeletes => HeldReason::MaxDeletes,
-            crate::reconcile::Hold::EmptyRegistry => HeldReason::EmptyRegistry,
-        }
     }
 }
 

@@ -138,6 +138,17 @@ impl Hold {
     }
 }
 
+/// The `reason` label of held deletes.
+impl From<Hold> for crate::metrics::HeldReason {
+    fn from(h: Hold) -> Self {
+        use crate::metrics::HeldReason;
+        match h {
+            Hold::MaxDeletes => HeldReason::MaxDeletes,
+            Hold::EmptyRegistry => HeldReason::EmptyRegistry,
+        }
+    }
+}
+
 /// Whether `plan` would leave a registry that has validators in `scope`
 /// with none: it unassigns every one and assigns nothing, and at least one
 /// unassign is for a reason other than a confirmed withdrawal. Emptying a

@@ -241,7 +241,11 @@ impl Reconciler {
         // synced or does not know the index; rows listed and in scope stay.
         let mut late = Vec::new();
         let drift = |k: &Key| previous.as_ref().is_some_and(|p| !p.is_active(k));
-        let confirmed = self
+        let witness = witness::Witness {
+            beacon: self.beacon.as_ref(),
+            chain_id: &self.chain_id,
+        };
+        let confirmed = witness
             .confirm_removals(
                 &mut planned,
                 &mut state.cache,

@@ -544,3 +544,18 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::inputs::Keep for Store {
+    fn load_source(&self, key: &str) -> Option<SourceContent> {
+        Store::load_source(self, key)
+    }
+    fn source_keys(&self) -> Vec<String> {
+        Store::source_keys(self)
+    }
+    fn save_source(&self, key: &str, content: &SourceContent) -> Result<usize, String> {
+        Store::save_source(self, key, content).map_err(|e| e.to_string())
+    }
+    fn remove_source(&self, key: &str) -> Result<(), String> {
+        Store::remove_source(self, key).map_err(|e| e.to_string())
+    }
+}

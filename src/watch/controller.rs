@@ -18,6 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::events::{PassFailed, PassSucceeded, Planned, UnassignsHeld};
 use super::ops::Health;
 use super::policy::{error_policy, Requeue};
 use super::scheduler::{Scheduler, Timing};
@@ -27,7 +28,6 @@ use crate::desired::Counts;
 use crate::domain::{Key, Pubkey, ValidatorIndex};
 use crate::error::{Error, EXIT_OK};
 use crate::inputs::InputSet;
-use crate::metrics::events::{PassFailed, PassSucceeded, Planned, UnassignsHeld};
 use crate::metrics::{HeldReason, Metrics};
 use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::reconcile::{Mode, PassObserver, Policy, Reconciler, Stale, State};

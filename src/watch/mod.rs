@@ -11,6 +11,7 @@
 //! every retry wait selects on the shutdown value.
 
 pub mod controller;
+mod events;
 
 pub mod ops;
 pub mod policy;

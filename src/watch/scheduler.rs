@@ -23,8 +23,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::events::TriggerReceived;
 use super::trigger::{Pending, Stamped, Trigger};
-use crate::metrics::events::TriggerReceived;
 use crate::metrics::Metrics;
 use crate::settings::WatchSettings;
 

@@ -26,8 +26,8 @@ use crate::beacon::events::{
 };
 use crate::beacon::{self, BeaconClient};
 use crate::http::Http;
-use crate::metrics::events::{EventInvalid, EventReceived, StreamConnected, StreamEnded};
-use crate::metrics::Metrics;
+
+use crate::metrics::{Event as MetricsEvent, Metrics, ReasonLabels, TopicLabels};
 
 /// What the stream follower needs.
 pub struct StreamConfig {
@@ -249,5 +249,79 @@ pub fn trigger_for(e: Event) -> Option<Trigger> {
         } => Some(Trigger::Exit(validator_index)),
         Event::ChainReorg { .. } => Some(Trigger::Reorg),
         Event::Head { .. } | Event::Other(_) => None,
+    }
+}
+
+// ---- events: the stream's life, logged and counted together --------------
+
+/// Subscribed to `url`'s event stream.
+pub struct StreamConnected<'a> {
+    pub url: &'a Url,
+}
+
+impl MetricsEvent for StreamConnected<'_> {
+    fn record(&self, m: &Metrics) {
+        m.event_stream_connected.set(1);
+        m.event_stream_reconnects.inc();
+    }
+
+    fn log(&self) {
+        tracing::info!(target: "keysync::watch::stream", url = %crate::beacon::display(self.url), "event stream connected");
+    }
+}
+
+/// A subscribed session ended (`reason`: its fixed label), after `lasted`.
+pub struct StreamEnded<'a> {
+    pub url: &'a Url,
+    pub reason: &'static str,
+    pub why: &'a dyn std::fmt::Display,
+    pub lasted: Duration,
+}
+
+impl MetricsEvent for StreamEnded<'_> {
+    fn record(&self, m: &Metrics) {
+        m.event_stream_ended
+            .get_or_create(&ReasonLabels {
+                reason: self.reason,
+            })
+            .inc();
+    }
+
+    fn log(&self) {
+        tracing::warn!(target: "keysync::watch::stream", url = %crate::beacon::display(self.url), why = %self.why, lasted_s = self.lasted.as_secs(), "event stream ended; reconnecting");
+    }
+}
+
+/// A beacon event arrived (`topic`: its fixed name, or `other`).
+pub struct EventReceived {
+    pub topic: &'static str,
+}
+
+impl MetricsEvent for EventReceived {
+    fn record(&self, m: &Metrics) {
+        m.events
+            .get_or_create(&TopicLabels { topic: self.topic })
+            .inc();
+    }
+}
+
+/// A beacon event whose data did not parse was skipped: `topic` as sent,
+/// `label` the bounded name it is counted under.
+pub struct EventInvalid<'a> {
+    pub url: &'a Url,
+    pub topic: &'a str,
+    pub label: &'static str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl MetricsEvent for EventInvalid<'_> {
+    fn record(&self, m: &Metrics) {
+        m.events_invalid
+            .get_or_create(&TopicLabels { topic: self.label })
+            .inc();
+    }
+
+    fn log(&self) {
+        tracing::warn!(target: "keysync::watch::stream", url = %crate::beacon::display(self.url), event = %self.topic, error = %self.error, "unparseable beacon event skipped");
     }
 }
