@@ -151,9 +151,19 @@ impl Reconciler {
         // desired set.
         let (full, epoch) = state.desired.lookups(&state.cache, &stale.refresh);
         out.looked_up = full.len() + epoch.len();
+        // Only an incremental set needs to be told what changed: a cold pass
+        // resolves in bulk (and at a million keys, a million changes).
+        let incremental = state.desired.touched().is_some();
         let mut learned = Vec::new();
-        self.fetch(&full, &epoch, &mut state.cache, |l| learned.push(l))
-            .await?;
+        self.fetch(&full, &epoch, &mut state.cache, |l| {
+            if incremental {
+                learned.push(l)
+            }
+        })
+        .await?;
+        // At a million keys the lookup lists are 50 MB: gone before the
+        // registry is listed.
+        drop((full, epoch));
         state.desired.learned(&learned, &state.cache);
         state
             .desired
@@ -256,7 +266,10 @@ impl Reconciler {
             )
             .await?;
         drop(previous);
-        if !late.is_empty() {
+        // The incremental set takes in what the witness learned; a cold
+        // pass has planned already (a second bulk build would double its
+        // peak), and the plan no longer holds the rows found desired.
+        if !late.is_empty() && state.desired.touched().is_some() {
             state.desired.learned(&late, &state.cache);
             state
                 .desired
