@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod apply;
 pub mod backoff;
 pub mod beacon;
+pub mod bls;
 pub mod cache;
 pub mod config;
 pub mod demo;
