@@ -122,6 +122,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Error> {
         resync_secs: None,
         writes_per_second: None,
         slot_ms: Some(slot_ms),
+        ..Default::default()
     });
     let settings = Settings::resolve(&command, &AllFlags)?;
     let daemon = watch::start(settings).await?;

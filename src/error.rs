@@ -8,6 +8,7 @@
 
 use crate::apply::ApplyError;
 use crate::beacon::BeaconError;
+use crate::inputs::keymanager::KeymanagerError;
 use crate::inputs::SourceError;
 use crate::registry::RegistryError;
 use crate::settings::ConfigError;
@@ -28,6 +29,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("input error: {0}")]
     Source(#[from] SourceError),
+    #[error("input error: {0}")]
+    Keymanager(#[from] KeymanagerError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -57,7 +60,9 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Source(_) | Error::Store(_) => EXIT_CONFIG,
+            Error::Config(_) | Error::Source(_) | Error::Keymanager(_) | Error::Store(_) => {
+                EXIT_CONFIG
+            }
             Error::Registry(e) => registry_exit(e),
             Error::Apply(ApplyError { source, .. }) => registry_exit(source),
             Error::Beacon(e) => {

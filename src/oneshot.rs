@@ -13,7 +13,7 @@ use crate::apply::{Observer, Writer};
 use crate::cli::{Command, SyncArgs};
 use crate::desired::{log_counts, Counts, Desired};
 use crate::error::{Error, EXIT_OK};
-use crate::inputs;
+use crate::inputs::{self, keymanager};
 use crate::output;
 use crate::plan::{Plan, RegistrySnapshot, Scope};
 use crate::reconcile::{report_outside, Mode, PassObserver, Policy, Reconciler, Stale, State};
@@ -49,7 +49,15 @@ async fn show(settings: &Settings) -> Result<u8, Error> {
 /// `diff` (args = None) and `sync`.
 async fn sync(settings: &Settings, args: Option<&SyncArgs>) -> Result<u8, Error> {
     let started = std::time::Instant::now();
-    let content = inputs::read_all(&settings.inputs, settings.allow_empty)?;
+    let mut content = inputs::read_all(&settings.inputs, settings.allow_empty)?;
+    if !settings.inputs.keymanagers.is_empty() {
+        // Inputs still: a keymanager that cannot be read is exit 4, before
+        // anything else is asked of any remote party.
+        let clients = keymanager::clients(&settings.http(None)?, &settings.inputs.keymanagers);
+        content
+            .pubkeys
+            .extend(keymanager::read_all(&clients, settings.allow_empty).await?);
+    }
     let t_inputs = started.elapsed();
     let rec = Reconciler::connect(settings, None).await?;
 

@@ -50,6 +50,7 @@ async fn invariant_4_unknown_validators_are_pending_and_unreturned_cached_ones_a
     .unwrap();
     let url = Url::parse(&beacon.uri()).unwrap();
     let rec = Reconciler {
+        http: http.clone(),
         registry: RegistryClient::new(
             http.clone(),
             url.clone(),
@@ -57,7 +58,7 @@ async fn invariant_4_unknown_validators_are_pending_and_unreturned_cached_ones_a
             Secret::new("ovi_live_x"),
             "mainnet".into(),
         ),
-        beacon: Some(BeaconClient::new(http, vec![url])),
+        beacon: Some(BeaconClient::new(http.clone(), vec![url])),
         operator_id: "42".into(),
         chain_id: ChainId::new("0x1"),
         show_progress: false,

@@ -33,6 +33,10 @@ pub const DEFAULT_MAX_WAIT_MS: u64 = 2_000;
 pub const DEFAULT_RESYNC_SECS: u64 = 600;
 pub const DEFAULT_WRITES_PER_SECOND: u32 = 20;
 pub const DEFAULT_SLOT_MS: u64 = 12_000;
+/// A validator client's key list changes when an operator imports or
+/// deletes keys: rare, and a minute late costs nothing. Two small GETs to
+/// a loopback service every 30 s cost nothing either.
+pub const DEFAULT_KEYMANAGER_POLL_SECS: u64 = 30;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -161,6 +165,50 @@ pub struct Common {
     #[arg(long, env = "KEYSYNC_INPUT_DIR", value_name = "DIR")]
     pub input_dir: Option<PathBuf>,
 
+    /// A validator client's or remote signer's Keymanager API: the keys it
+    /// holds (GET /eth/v1/keystores and /eth/v1/remotekeys) are owned.
+    /// More than one: [[keymanager]] tables in the config file.
+    #[arg(long, env = "KEYSYNC_KEYMANAGER_URL", value_name = "URL")]
+    pub keymanager_url: Option<String>,
+
+    /// File holding the Keymanager API token (the validator client's
+    /// api-token file); sent only over https or to loopback
+    #[arg(long, env = "KEYSYNC_KEYMANAGER_TOKEN_FILE", value_name = "FILE")]
+    pub keymanager_token_file: Option<PathBuf>,
+
+    /// Further keymanagers (config file only): [[keymanager]] tables with
+    /// `url` and `token_file`.
+    #[arg(skip)]
+    pub keymanager: Vec<KeymanagerTable>,
+
+    /// Directory of EIP-2335 keystores (the one the validator client
+    /// loads): each keystore's pubkey is owned; other files are ignored;
+    /// no password is ever read.
+    #[arg(long, env = "KEYSYNC_KEYSTORES_DIR", value_name = "DIR")]
+    pub keystores_dir: Option<PathBuf>,
+
+    /// Deposit data JSON (deposit_data-….json); repeat the flag, or
+    /// comma-separate in the variable. Its network_name must be --network.
+    #[arg(
+        long,
+        env = "KEYSYNC_DEPOSIT_DATA_FILE",
+        value_name = "FILE",
+        value_delimiter = ',',
+        action = ArgAction::Append
+    )]
+    #[serde(deserialize_with = "one_or_many", default)]
+    pub deposit_data_file: Option<Vec<PathBuf>>,
+
+    /// Refuse a pubkey that is not a valid compressed BLS12-381 G1 point
+    /// (a typo that keeps length and hex), naming file and line.
+    #[arg(
+        long,
+        env = "KEYSYNC_VERIFY_PUBKEYS",
+        action = ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub verify_pubkeys: bool,
+
     /// Log format on stderr: console or json
     #[arg(
         long,
@@ -217,6 +265,28 @@ pub struct Common {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub allow_empty: bool,
+}
+
+/// One `[[keymanager]]` table of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeymanagerTable {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+}
+
+/// A list in the config file: an array of paths, or one path.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -315,6 +385,15 @@ pub struct WatchArgs {
         default_value = DEFAULT_WRITES_PER_SECOND.to_string()
     )]
     pub writes_per_second: Option<u32>,
+
+    /// How often the daemon reads each keymanager's key list, in seconds
+    #[arg(
+        long,
+        env = "KEYSYNC_KEYMANAGER_POLL_SECS",
+        value_name = "SECS",
+        default_value = DEFAULT_KEYMANAGER_POLL_SECS.to_string()
+    )]
+    pub keymanager_poll_secs: Option<u64>,
 
     /// Beacon slot length in ms, for the dead-stream timeout of two slots
     #[arg(

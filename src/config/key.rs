@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::layers::{env, get, spec, Layers, Origin};
-use super::{cfg_err, ConfigError};
+use super::{cfg_err, ConfigError, KeymanagerInput};
 use crate::secret::Secret;
 
 /// The API key, and the file it came from, if it did.
@@ -48,6 +48,81 @@ pub fn reread_key_file(path: &Path) -> Result<Secret, ConfigError> {
     check_key(read_key_file(path, &origin)?, &origin)
 }
 
+/// The keymanagers: `--keymanager-url` with `--keymanager-token-file`,
+/// then each `[[keymanager]]` table of the config file. Each URL carries
+/// its token, so it is https or loopback; the token is read now, from its
+/// file only.
+pub(super) fn keymanagers(l: &Layers<'_>) -> Result<Vec<KeymanagerInput>, ConfigError> {
+    let mut out = Vec::new();
+    let url = get!(l, common.keymanager_url)?;
+    let token_file = get!(l, common.keymanager_token_file)?;
+    match (url, token_file) {
+        (None, None) => {}
+        (Some((_, origin)), None) => return Err(cfg_err(
+            origin,
+            format!(
+                "needs {} too: the keymanager API token (the validator client's api-token file)",
+                env("keymanager_token_file")
+            ),
+        )),
+        (None, Some((_, origin))) => {
+            return Err(cfg_err(
+                origin,
+                format!("is set without {}", env("keymanager_url")),
+            ))
+        }
+        (Some((url, uo)), Some((file, fo))) => out.push(keymanager(&url, &uo, file, &fo)?),
+    }
+    if let Some((path, tables)) = l.keymanager_tables() {
+        for (i, t) in tables.iter().enumerate() {
+            let origin = Origin::File(path.to_path_buf(), "keymanager");
+            let at =
+                |what: &str| cfg_err(&origin, format!("[[keymanager]] number {}: {what}", i + 1));
+            let Some(file) = t.token_file.clone().filter(|f| !f.as_os_str().is_empty()) else {
+                return Err(at("needs token_file (the keymanager API token file)"));
+            };
+            if t.url.trim().is_empty() {
+                return Err(at("needs url"));
+            }
+            out.push(keymanager(&t.url, &origin, file, &origin)?);
+        }
+    }
+    // One keymanager listed twice would be read twice: refuse it.
+    for (i, k) in out.iter().enumerate() {
+        if out[..i].iter().any(|o| o.url == k.url) {
+            return Err(cfg_err(
+                "keymanager",
+                format!("{} is configured twice", k.url),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn keymanager(
+    url: &str,
+    url_origin: &Origin,
+    token_file: PathBuf,
+    file_origin: &Origin,
+) -> Result<KeymanagerInput, ConfigError> {
+    let url = super::urls::secret_url(url, url_origin)?;
+    let token = read_secret_file(&token_file, file_origin, "keymanager token file")?;
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(cfg_err(
+            file_origin,
+            format!(
+                "the keymanager token file {} holds whitespace or control characters inside the token",
+                token_file.display()
+            ),
+        ));
+    }
+    Ok(KeymanagerInput {
+        url,
+        token_file,
+        token: Secret::new(token),
+    })
+}
+
 /// The checks every API key passes, wherever it came from.
 fn check_key(value: String, origin: &Origin) -> Result<Secret, ConfigError> {
     let value = value.trim().to_string();
@@ -70,6 +145,11 @@ fn check_key(value: String, origin: &Origin) -> Result<Secret, ConfigError> {
 /// inputs are read: a FIFO, directory or device is an error naming the
 /// file, and never blocks or reads without bound.
 fn read_key_file(path: &Path, origin: &Origin) -> Result<String, ConfigError> {
+    read_secret_file(path, origin, "API key file")
+}
+
+/// A secret's file, named `what` in errors; its content trimmed.
+fn read_secret_file(path: &Path, origin: &Origin, what: &str) -> Result<String, ConfigError> {
     use crate::inputs::file::{read_regular, MAX_KEY_FILE_BYTES};
     let bytes = read_regular(path, MAX_KEY_FILE_BYTES).map_err(|e| {
         // An I/O failure by its kind only ("permission denied"), as before.
@@ -79,20 +159,20 @@ fn read_key_file(path: &Path, origin: &Origin) -> Result<String, ConfigError> {
         };
         cfg_err(
             origin,
-            format!("cannot read the API key file {}: {why}", path.display()),
+            format!("cannot read the {what} {}: {why}", path.display()),
         )
     })?;
     let text = String::from_utf8(bytes).map_err(|_| {
         cfg_err(
             origin,
-            format!("the API key file {} is not UTF-8 text", path.display()),
+            format!("the {what} {} is not UTF-8 text", path.display()),
         )
     })?;
     let key = text.trim();
     if key.is_empty() {
         return Err(cfg_err(
             origin,
-            format!("the API key file {} is empty", path.display()),
+            format!("the {what} {} is empty", path.display()),
         ));
     }
     Ok(key.to_string())

@@ -130,8 +130,12 @@ pub(crate) fn env(id: &str) -> &'static str {
     s.env.as_deref().unwrap_or(&s.flag)
 }
 
-/// The keys a config file may hold, sorted: every setting (all have a
-/// variable) but `config` itself.
+/// The keys of a config file that are tables, not settings of the command
+/// line: `[[keymanager]]`.
+pub(crate) const FILE_TABLES: [&str; 1] = ["keymanager"];
+
+/// The settings a config file may hold, sorted: every setting (all have a
+/// variable) but `config` itself. The file may hold [`FILE_TABLES`] too.
 pub(crate) fn file_keys() -> Vec<&'static str> {
     let specs: &'static HashMap<String, Spec> = &SPECS;
     let mut keys: Vec<&'static str> = specs
@@ -181,6 +185,12 @@ impl Blank for String {
 impl Blank for PathBuf {
     fn is_blank(&self) -> bool {
         self.as_os_str().is_empty()
+    }
+}
+
+impl Blank for Vec<PathBuf> {
+    fn is_blank(&self) -> bool {
+        self.iter().all(Blank::is_blank)
     }
 }
 
@@ -234,13 +244,38 @@ impl<'a> Layers<'a> {
         id: &'static str,
         field: impl Fn(&WatchArgs) -> &F,
     ) -> Result<Option<(F::Value, Origin)>, ConfigError> {
+        self.layered(
+            id,
+            |args, from_env| field(args).value(from_env),
+            |d| d.parse().ok(),
+        )
+    }
+
+    /// A list setting (a repeatable flag, a comma-separated variable, an
+    /// array in the file): the list of the layer that wins, not a merge.
+    pub fn get_paths(
+        &self,
+        id: &'static str,
+        field: impl Fn(&WatchArgs) -> &Option<Vec<PathBuf>>,
+    ) -> Result<Option<(Vec<PathBuf>, Origin)>, ConfigError> {
+        self.layered(id, |args, _| field(args).clone(), |_| None)
+    }
+
+    /// [`Layers::get`] for any shape of value: `value` reads a layer,
+    /// `default` parses the default clap prints.
+    fn layered<V: Blank>(
+        &self,
+        id: &'static str,
+        value: impl Fn(&WatchArgs, bool) -> Option<V>,
+        default: impl Fn(&str) -> Option<V>,
+    ) -> Result<Option<(V, Origin)>, ConfigError> {
         let spec = spec(id);
         let source = self.sources.source_of(id);
         let from_env = source == Some(ValueSource::EnvVariable);
         // A value clap took from the default ranks below the file: skipped
         // here, the default comes last.
         if source != Some(ValueSource::DefaultValue) {
-            if let Some(v) = field(&self.given).value(from_env) {
+            if let Some(v) = value(&self.given, from_env) {
                 if !v.is_blank() {
                     let origin = if from_env {
                         Origin::Env(env(id))
@@ -252,18 +287,24 @@ impl<'a> Layers<'a> {
             }
         }
         if let Some((path, file)) = &self.file {
-            if let Some(v) = field(file).value(false).filter(|v| !v.is_blank()) {
+            if let Some(v) = value(file, false).filter(|v| !v.is_blank()) {
                 return Ok(Some((v, Origin::File(path.clone(), id))));
             }
         }
-        let Some(default) = &spec.default else {
+        let Some(text) = &spec.default else {
             return Ok(None);
         };
         let origin = Origin::Default(&spec.flag);
-        match default.parse() {
-            Ok(v) => Ok(Some((v, origin))),
-            Err(_) => Err(cfg_err(origin, format!("is not valid ({default:?})"))),
+        match default(text) {
+            Some(v) => Ok(Some((v, origin))),
+            None => Err(cfg_err(origin, format!("is not valid ({text:?})"))),
         }
+    }
+
+    /// The `[[keymanager]]` tables of the config file, with the file.
+    pub fn keymanager_tables(&self) -> Option<(&Path, &[super::cli::KeymanagerTable])> {
+        let (path, file) = self.file.as_ref()?;
+        Some((path.as_path(), file.common.keymanager.as_slice()))
     }
 
     /// [`Layers::get`] of a setting that must have a value.
@@ -321,7 +362,8 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<WatchArgs, ConfigErr
         }
     };
     let doc = toml::de::DeTable::parse(text).map_err(|e| invalid(None, e.message(), e.span()))?;
-    let keys = file_keys();
+    let mut keys = file_keys();
+    keys.extend(FILE_TABLES);
     for key in doc.get_ref().keys() {
         if !keys.contains(&key.get_ref().as_ref()) {
             let what = format!(

@@ -28,16 +28,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use self::cli::Command;
-use self::layers::{env, get, need, Layers};
+use self::layers::{env, get, need, Blank, Layers};
 use crate::domain::ChainId;
 use crate::http::RetryPolicy;
 use crate::secret::Secret;
 
 pub use self::cli::{
     DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_CHAIN_ID, DEFAULT_DEBOUNCE_MS,
-    DEFAULT_HTTP_ATTEMPTS, DEFAULT_HTTP_BACKOFF_MS, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_LISTEN,
-    DEFAULT_MAX_DELETES, DEFAULT_MAX_WAIT_MS, DEFAULT_NETWORK, DEFAULT_RESYNC_SECS,
-    DEFAULT_SLOT_MS, DEFAULT_WRITES_PER_SECOND, MAX_HTTP_ATTEMPTS,
+    DEFAULT_HTTP_ATTEMPTS, DEFAULT_HTTP_BACKOFF_MS, DEFAULT_HTTP_TIMEOUT_SECS,
+    DEFAULT_KEYMANAGER_POLL_SECS, DEFAULT_LISTEN, DEFAULT_MAX_DELETES, DEFAULT_MAX_WAIT_MS,
+    DEFAULT_NETWORK, DEFAULT_RESYNC_SECS, DEFAULT_SLOT_MS, DEFAULT_WRITES_PER_SECOND,
+    MAX_HTTP_ATTEMPTS,
 };
 pub use self::key::reread_key_file;
 pub(crate) use self::layers::early;
@@ -81,7 +82,7 @@ impl LogFormat {
     }
 }
 
-pub use crate::inputs::Inputs;
+pub use crate::inputs::{Checks, Inputs, KeymanagerInput};
 
 /// Settings of the daemon only.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,9 @@ pub struct WatchSettings {
     pub writes_per_second: u32,
     /// Slot length; the event stream is dead after two silent slots.
     pub slot: Duration,
+    /// How often each keymanager's key list is read. Shorter sees an
+    /// imported or deleted key sooner at two GETs per keymanager per poll.
+    pub keymanager_poll: Duration,
 }
 
 /// Everything a command needs, validated.
@@ -153,11 +157,22 @@ impl Settings {
             None => Vec::new(),
         };
         let path = |v: Option<(PathBuf, Origin)>| v.map(|(p, _)| p);
+        let network = need!(l, common.network)?.0.trim().to_string();
         let inputs = Inputs {
             pubkeys_file: path(get!(l, common.pubkeys_file)?),
             index_list_file: path(get!(l, common.index_list_file)?),
             indices_file: path(get!(l, common.indices_file)?),
             input_dir: path(get!(l, common.input_dir)?),
+            keystores_dir: path(get!(l, common.keystores_dir)?),
+            deposit_data_files: l
+                .get_paths("deposit_data_file", |a| &a.common.deposit_data_file)?
+                .map(|(v, _)| v.into_iter().filter(|p| !p.is_blank()).collect())
+                .unwrap_or_default(),
+            keymanagers: key::keymanagers(&l)?,
+            checks: Checks {
+                network: network.clone(),
+                verify_pubkeys: need!(l, common.verify_pubkeys)?.0,
+            },
         };
         let (format, origin) = need!(l, common.log_format)?;
         let log_format = LogFormat::parse(&format).ok_or_else(|| {
@@ -184,7 +199,7 @@ impl Settings {
             api_key,
             api_key_file,
             operator_id: get!(l, common.operator_id)?.map(|(s, _)| s.trim().to_string()),
-            network: need!(l, common.network)?.0.trim().to_string(),
+            network,
             chain_id: chain_id(need!(l, common.chain_id)?)?,
             beacon_urls,
             inputs,
@@ -200,12 +215,24 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The HTTP client of every remote party, scrubbing every secret of
+    /// these settings (the API key, each keymanager token) from any text a
+    /// server sends back.
+    pub fn http(
+        &self,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Result<crate::http::Http, crate::error::Error> {
+        let mut secrets = vec![self.api_key.clone()];
+        secrets.extend(self.inputs.keymanagers.iter().map(|k| k.token.clone()));
+        crate::http::Http::new(self.timeout, self.retry, metrics, secrets)
+            .map_err(crate::error::Error::Runtime)
+    }
+
     fn check_inputs(&self, command: &Command) -> Result<(), ConfigError> {
         if matches!(command, Command::Show(_)) {
             return Ok(());
         }
-        let beacon_input =
-            self.inputs.pubkeys_file.is_some() || self.inputs.index_list_file.is_some();
+        let beacon_input = self.inputs.needs_beacon();
         let (beacon, pubkeys, indices) = (
             env("beacon_url"),
             env("pubkeys_file"),
@@ -214,15 +241,18 @@ impl Settings {
         if beacon_input && self.beacon_urls.is_empty() {
             return Err(cfg_err(
                 beacon,
-                format!("is required with {pubkeys} or {indices}: those inputs are resolved against the beacon node"),
+                format!("is required with {pubkeys}, {indices}, {}, {} or a keymanager: those inputs are resolved against the beacon node", env("keystores_dir"), env("deposit_data_file")),
             ));
         }
         if !self.inputs.any() {
             return Err(cfg_err(
                 "inputs",
                 format!(
-                    "supply {}, or {beacon} with {pubkeys} and/or {indices} (or, for watch, {}): there is no way to compute the desired validator set otherwise",
+                    "supply {}, or {beacon} with {pubkeys}, {indices}, {}, {} or {} (or {}): there is no way to compute the desired validator set otherwise",
                     env("indices_file"),
+                    env("keystores_dir"),
+                    env("deposit_data_file"),
+                    env("keymanager_url"),
                     env("input_dir"),
                 ),
             ));
@@ -257,6 +287,7 @@ fn watch_settings(l: &Layers<'_>, watch: bool) -> Result<WatchSettings, ConfigEr
         resync: Duration::from_secs(need!(l, resync_secs)?.0.max(1)),
         writes_per_second: at_least_one(need!(l, writes_per_second)?)?,
         slot: Duration::from_millis(at_least_one(need!(l, slot_ms)?)?),
+        keymanager_poll: Duration::from_secs(at_least_one(need!(l, keymanager_poll_secs)?)?),
     })
 }
 

@@ -31,6 +31,8 @@ struct Fields<'a> {
     chain_id: Option<&'a RawValue>,
     validator_key: Option<&'a RawValue>,
     pubkey: Option<&'a RawValue>,
+    network_name: Option<&'a RawValue>,
+    crypto: Option<&'a RawValue>,
 }
 
 /// One array element, or the top-level value.
@@ -45,6 +47,8 @@ enum FieldName {
     ChainId,
     ValidatorKey,
     Pubkey,
+    NetworkName,
+    Crypto,
     Other,
 }
 
@@ -62,6 +66,8 @@ impl<'de> de::Deserialize<'de> for FieldName {
                     "chain_id" => FieldName::ChainId,
                     "validator_key" => FieldName::ValidatorKey,
                     "pubkey" => FieldName::Pubkey,
+                    "network_name" => FieldName::NetworkName,
+                    "crypto" => FieldName::Crypto,
                     _ => FieldName::Other,
                 })
             }
@@ -98,6 +104,8 @@ impl<'de> Visitor<'de> for ElementVisitor {
                 FieldName::ChainId => &mut f.chain_id,
                 FieldName::ValidatorKey => &mut f.validator_key,
                 FieldName::Pubkey => &mut f.pubkey,
+                FieldName::NetworkName => &mut f.network_name,
+                FieldName::Crypto => &mut f.crypto,
                 FieldName::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -141,6 +149,11 @@ enum Shape {
     /// A drop-directory file: a keystore (object), or an array of records
     /// or of deposit data entries (told apart by the first element).
     Detect,
+    /// `--deposit-data-file`: an array of deposit data entries, nothing else.
+    Deposits,
+    /// A file of `--keystores-dir`: a keystore, or nothing (any other JSON
+    /// is skipped).
+    Keystore,
 }
 
 /// How the elements of the top-level array are read.
@@ -162,6 +175,8 @@ struct Collect<'p> {
     failed: Option<SourceError>,
     /// The chain id of the last record: one allocation per chain.
     chain: Option<ChainId>,
+    /// The network deposit data entries must name (`--network`).
+    network: Option<&'p str>,
 }
 
 impl Collect<'_> {
@@ -262,10 +277,27 @@ impl Collect<'_> {
 
     fn deposit(&self, i: usize, el: Element<'_>) -> Result<Pubkey, SourceError> {
         let at = Location::Element(i);
-        let s = match el {
-            Element::Object(f) => f.pubkey.and_then(string),
-            Element::Other => None,
+        let (s, network) = match el {
+            Element::Object(f) => (f.pubkey.and_then(string), f.network_name),
+            Element::Other => (None, None),
         };
+        // Deposit data of another network would assign keys that are not
+        // validators here (or are someone else's): the file is refused.
+        if let (Some(want), Some(raw)) = (self.network, network) {
+            match string(raw) {
+                Some(got) if got.trim().eq_ignore_ascii_case(want.trim()) => {}
+                _ => {
+                    return Err(err(
+                        self.path,
+                        at,
+                        format!(
+                            "network_name is {}, but --network is {want:?}: deposit data of another network",
+                            shown(raw)
+                        ),
+                    ))
+                }
+            }
+        }
         let Some(s) = s else {
             return Err(err(
                 self.path,
@@ -279,6 +311,12 @@ impl Collect<'_> {
 
     /// A keystore: the pubkey is readable without the password.
     fn keystore(&mut self, el: Element<'_>) {
+        if self.shape == Shape::Keystore && !matches!(&el, Element::Object(f) if f.crypto.is_some())
+        {
+            // Not a keystore (no "crypto"): another JSON file of the
+            // validator client's directory, skipped.
+            return;
+        }
         let s = match el {
             Element::Object(f) => f.pubkey.and_then(string),
             Element::Other => None,
@@ -382,6 +420,12 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
         let mut rows = match self.c.shape {
             Shape::Records => Rows::Records,
             Shape::Detect => Rows::Undecided,
+            Shape::Deposits => Rows::Deposits,
+            Shape::Keystore => {
+                // Not a keystore: skipped whole.
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(());
+            }
         };
         let mut i = 0;
         loop {
@@ -401,8 +445,9 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         let el = ElementVisitor.visit_map(map)?;
         match self.c.shape {
-            Shape::Detect => self.c.keystore(el),
+            Shape::Detect | Shape::Keystore => self.c.keystore(el),
             Shape::Records => self.c.fail(Location::File, NOT_AN_ARRAY),
+            Shape::Deposits => self.c.fail(Location::File, NOT_DEPOSITS),
         }
         Ok(())
     }
@@ -428,6 +473,7 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
 }
 
 const NOT_AN_ARRAY: &str = "must be a JSON array of validator records";
+const NOT_DEPOSITS: &str = "must be a JSON array of deposit data entries";
 
 impl Top<'_, '_> {
     /// A top-level value that is neither an array nor an object.
@@ -435,18 +481,26 @@ impl Top<'_, '_> {
         match self.c.shape {
             Shape::Records => self.c.fail(Location::File, NOT_AN_ARRAY),
             Shape::Detect => self.c.fail(Location::File, "unrecognised JSON input"),
+            Shape::Deposits => self.c.fail(Location::File, NOT_DEPOSITS),
+            Shape::Keystore => {}
         }
         Ok(())
     }
 }
 
-fn parse(path: &Path, text: &str, shape: Shape) -> Result<SourceContent, SourceError> {
+fn parse(
+    path: &Path,
+    text: &str,
+    shape: Shape,
+    network: Option<&str>,
+) -> Result<SourceContent, SourceError> {
     let mut c = Collect {
         path,
         shape,
         out: SourceContent::default(),
         failed: None,
         chain: None,
+        network,
     };
     let syntax = |e: serde_json::Error| {
         err(
@@ -471,12 +525,28 @@ fn parse(path: &Path, text: &str, shape: Shape) -> Result<SourceContent, SourceE
 
 /// A records file (`KEYSYNC_INDICES_FILE`).
 pub(super) fn parse_records(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
-    parse(path, text, Shape::Records)
+    parse(path, text, Shape::Records, None)
+}
+
+/// A deposit data file (`--deposit-data-file`): every entry's
+/// `network_name`, when present, must be `network`.
+pub(super) fn parse_deposits(
+    path: &Path,
+    text: &str,
+    network: &str,
+) -> Result<SourceContent, SourceError> {
+    parse(path, text, Shape::Deposits, Some(network))
+}
+
+/// A file of the keystores directory: its pubkey if it is a keystore (an
+/// object with `crypto`), nothing if it is any other JSON.
+pub(super) fn parse_keystore(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
+    parse(path, text, Shape::Keystore, None)
 }
 
 /// A drop-directory JSON file: a keystore, records or deposit data.
 pub(super) fn parse_detect(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
-    parse(path, text, Shape::Detect)
+    parse(path, text, Shape::Detect, None)
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ use crate::domain::{Pubkey, PubkeyError};
 use crate::http::{Failure, Http, Party};
 use crate::secret::Secret;
 
+use super::KeymanagerInput;
+
 /// The largest answer read from either list call by default: 64 MiB.
 pub const BODY_LIMIT: usize = 64 << 20;
 
@@ -140,6 +142,11 @@ pub enum KeymanagerError {
         /// Why it is not one (in the message, not as a `source()`).
         reason: PubkeyError,
     },
+    /// Both lists are empty: a validator client still starting, or the
+    /// wrong one, looks like this; taken as "no keys" only with
+    /// `--allow-empty` (the caller decides, see [`read_all`]).
+    #[error("the keymanager at {url} lists no key (a validator client still starting, or the wrong one?); if it is meant to hold none, pass --allow-empty")]
+    NoKeys { url: String },
 }
 
 /// The bytes an entry is reckoned at when telling a limit in keys.
@@ -171,7 +178,8 @@ impl KeymanagerError {
             | KeymanagerError::Failed { url, .. }
             | KeymanagerError::TooLarge { url, .. }
             | KeymanagerError::Malformed { url, .. }
-            | KeymanagerError::BadPubkey { url, .. } => url,
+            | KeymanagerError::BadPubkey { url, .. }
+            | KeymanagerError::NoKeys { url } => url,
         }
     }
 
@@ -184,6 +192,7 @@ impl KeymanagerError {
             | KeymanagerError::TooLarge { call, .. }
             | KeymanagerError::Malformed { call, .. }
             | KeymanagerError::BadPubkey { call, .. } => call,
+            KeymanagerError::NoKeys { .. } => KeyList::Keystores.call(),
         }
     }
 
@@ -191,6 +200,47 @@ impl KeymanagerError {
     pub fn is_rejected(&self) -> bool {
         matches!(self, KeymanagerError::Rejected { .. })
     }
+}
+
+/// A client for each configured keymanager, sharing `http` (which then
+/// scrubs every token from every party's answers).
+pub fn clients(http: &Http, keymanagers: &[KeymanagerInput]) -> Vec<KeymanagerClient> {
+    keymanagers
+        .iter()
+        .map(|k| KeymanagerClient::new(http.clone(), k.url.clone(), k.token.clone()))
+        .collect()
+}
+
+/// Reads one keymanager as an input: its keys, or why not. No key at all
+/// is [`KeymanagerError::NoKeys`] unless `allow_empty`.
+pub async fn read_one(
+    client: &KeymanagerClient,
+    allow_empty: bool,
+) -> Result<Vec<Pubkey>, KeymanagerError> {
+    let keys = client.pubkeys().await?;
+    if keys.is_empty() && !allow_empty {
+        return Err(KeymanagerError::NoKeys {
+            url: client.url().to_string(),
+        });
+    }
+    Ok(keys)
+}
+
+/// Reads every keymanager (concurrently) for a one-shot command: the
+/// union of their keys, or the first failure in configuration order.
+pub async fn read_all(
+    clients: &[KeymanagerClient],
+    allow_empty: bool,
+) -> Result<Vec<Pubkey>, KeymanagerError> {
+    let reads =
+        futures_util::future::join_all(clients.iter().map(|c| read_one(c, allow_empty))).await;
+    let mut all = Vec::new();
+    for (client, read) in clients.iter().zip(reads) {
+        let keys = read?;
+        tracing::info!(keymanager = %client.url(), keys = keys.len(), "keymanager read");
+        all.extend(keys);
+    }
+    Ok(all)
 }
 
 /// Both lists of one read, each deduplicated and sorted.

@@ -66,6 +66,11 @@ fn key(p: &Path) -> String {
     format!("file:{}", p.display())
 }
 
+/// A keymanager's entry: keyed by its URL, under a path no file has.
+fn keymanager_path(url: &url::Url) -> PathBuf {
+    PathBuf::from(format!("keymanager:{url}"))
+}
+
 /// How many problems `/ready` spells out; the rest are counted.
 const READY_PROBLEMS: usize = 5;
 
@@ -79,6 +84,20 @@ impl InputSet {
                 p.clone(),
                 Entry {
                     kind,
+                    known: stored.is_some(),
+                    content: stored.unwrap_or_default(),
+                    unsaved: false,
+                },
+            );
+        }
+        for km in &inputs.keymanagers {
+            // The store key is the entry's path (`keymanager:<url>`).
+            let p = keymanager_path(&km.url);
+            let stored = store.load_source(&p.to_string_lossy());
+            entries.insert(
+                p,
+                Entry {
+                    kind: SourceKind::Keymanager,
                     known: stored.is_some(),
                     content: stored.unwrap_or_default(),
                     unsaved: false,
@@ -165,6 +184,7 @@ impl InputSet {
     /// watching the directory survives editors that replace files by rename.
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = super::configured(&self.inputs)
+            .filter(|(kind, _)| *kind != SourceKind::KeystoresDir)
             .map(|(_, p)| {
                 p.parent()
                     .filter(|d| !d.as_os_str().is_empty())
@@ -177,9 +197,43 @@ impl InputSet {
         dirs
     }
 
+    /// The keystores directory, watched with its subdirectories.
+    pub fn keystores_dir(&self) -> Option<&Path> {
+        self.inputs.keystores_dir.as_deref()
+    }
+
+    /// Takes in a keymanager's read: its key list, or why it failed (its
+    /// last good list then stands: logged, counted, named by `/ready`; a
+    /// list with no key is such a failure unless `--allow-empty`, see
+    /// [`super::keymanager::read_one`]). Returns how its content changed,
+    /// if it did.
+    pub fn take_keymanager(
+        &mut self,
+        url: &url::Url,
+        read: Result<Vec<Pubkey>, super::keymanager::KeymanagerError>,
+        metrics: &Metrics,
+    ) -> Option<Delta> {
+        let path = keymanager_path(url);
+        let read = match read {
+            Ok(keys) => Ok(SourceContent {
+                pubkeys: keys,
+                ..SourceContent::default()
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        let delta = self.take(&path, SourceKind::Keymanager, read, metrics);
+        self.report(metrics);
+        delta
+    }
+
     /// Re-reads every input (start, or a drop-dir listing is needed).
     pub fn reload_all(&mut self, store: &dyn Keep, metrics: &Metrics) {
-        let mut paths: Vec<PathBuf> = self.entries.keys().cloned().collect();
+        let mut paths: Vec<PathBuf> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.kind != SourceKind::Keymanager)
+            .map(|(p, _)| p.clone())
+            .collect();
         // Entries whose file is gone were deleted while we were down, or the
         // directory is not there (then they stand).
         let listing = self.check_dir(metrics);
@@ -225,6 +279,7 @@ impl InputSet {
     ) -> Option<Delta> {
         let in_dir = self.in_dir(path);
         let kind = match self.entries.get(path) {
+            Some(e) if e.kind == SourceKind::Keymanager => return None,
             Some(e) => e.kind,
             None if in_dir => SourceKind::Detect,
             None => return None,
@@ -248,36 +303,32 @@ impl InputSet {
             });
         }
         let read = if in_dir {
-            super::read_dropped(path)
+            super::read_dropped_checked(path, &self.inputs.checks)
         } else {
-            super::read(kind, path)
+            super::read_checked(kind, path, &self.inputs.checks)
+        };
+        let read = match read {
+            Err(SourceError::NoKeystores { .. }) if self.allow_empty => {
+                Ok(SourceContent::default())
+            }
+            other => other,
         };
         match read {
-            Ok(content) => {
-                if self.problems.remove(path).is_some() {
-                    tracing::info!(path = %path.display(), "input file can be used again");
-                }
-                let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
-                    kind,
-                    content: SourceContent::default(),
-                    known: false,
-                    unsaved: false,
-                });
-                // An entry never known holds no content: all of it is added.
-                let mut delta = content.delta_from(&entry.content);
-                let changed = !entry.known || !delta.is_empty();
-                entry.known = true;
-                if changed {
-                    tracing::info!(
-                        path = %path.display(),
-                        entries = content.len(),
-                        added = delta.added.len(),
-                        removed = delta.removed.len(),
-                        "input file loaded"
-                    );
-                    entry.content = content;
-                    entry.unsaved = true;
-                }
+            Err(SourceError::Blank { .. }) => {
+                tracing::warn!(path = %path.display(), "input file has no entries and no comment line (being written?); keeping its last good content. To empty a list on purpose, leave a comment line in it");
+                self.problems.insert(
+                    path.to_path_buf(),
+                    format!(
+                        "{}: has no entries and no comment line (being written?); its last good content stands; to empty it on purpose, leave a comment line in it",
+                        path.display()
+                    ),
+                );
+                None
+            }
+            other => {
+                let took = self.take(path, kind, other.map_err(|e| e.to_string()), metrics);
+                let changed = took.is_some();
+                let mut delta = took.unwrap_or_default();
                 // A file read in a directory that listed nothing: it lists
                 // something now, and what it no longer has is removed.
                 if in_dir && dir_ok.is_none() && self.problems.contains_key(self.dir()) {
@@ -291,16 +342,46 @@ impl InputSet {
                 }
                 (changed || !delta.is_empty()).then_some(delta)
             }
-            Err(SourceError::Blank { .. }) => {
-                tracing::warn!(path = %path.display(), "input file has no entries and no comment line (being written?); keeping its last good content. To empty a list on purpose, leave a comment line in it");
-                self.problems.insert(
-                    path.to_path_buf(),
-                    format!(
-                        "{}: has no entries and no comment line (being written?); its last good content stands; to empty it on purpose, leave a comment line in it",
-                        path.display()
-                    ),
-                );
-                None
+        }
+    }
+
+    /// Takes in one source's read: the new content (its delta returned,
+    /// `Some` when anything changed or it was never known), or why it
+    /// cannot be used (its last good content stands).
+    fn take(
+        &mut self,
+        path: &Path,
+        kind: SourceKind,
+        read: Result<SourceContent, String>,
+        metrics: &Metrics,
+    ) -> Option<Delta> {
+        match read {
+            Ok(content) => {
+                if self.problems.remove(path).is_some() {
+                    tracing::info!(path = %path.display(), "input can be used again");
+                }
+                let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
+                    kind,
+                    content: SourceContent::default(),
+                    known: false,
+                    unsaved: false,
+                });
+                // An entry never known holds no content: all of it is added.
+                let delta = content.delta_from(&entry.content);
+                let changed = !entry.known || !delta.is_empty();
+                entry.known = true;
+                if changed {
+                    tracing::info!(
+                        path = %path.display(),
+                        entries = content.len(),
+                        added = delta.added.len(),
+                        removed = delta.removed.len(),
+                        "input file loaded"
+                    );
+                    entry.content = content;
+                    entry.unsaved = true;
+                }
+                (changed || !delta.is_empty()).then_some(delta)
             }
             Err(e) => {
                 let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
@@ -314,7 +395,7 @@ impl InputSet {
                     error: &e,
                     kept: entry.content.len(),
                 });
-                self.problems.insert(path.to_path_buf(), e.to_string());
+                self.problems.insert(path.to_path_buf(), e);
                 None
             }
         }
@@ -393,7 +474,12 @@ impl InputSet {
     /// pass's writes: a multi-megabyte save must not delay them.
     pub fn persist(&mut self, store: &dyn Keep) {
         for (path, e) in self.entries.iter_mut().filter(|(_, e)| e.unsaved) {
-            match store.save_source(&key(path), &e.content) {
+            let key = if e.kind == SourceKind::Keymanager {
+                path.to_string_lossy().into_owned()
+            } else {
+                key(path)
+            };
+            match store.save_source(&key, &e.content) {
                 Ok(chunks) => {
                     tracing::debug!(path = %path.display(), chunks, "last good content saved");
                     e.unsaved = false;

@@ -24,6 +24,7 @@
 pub mod file;
 mod json;
 pub mod keymanager;
+mod keystores;
 mod last_good;
 mod text;
 
@@ -31,13 +32,35 @@ pub use last_good::{InputSet, Keep};
 
 use std::path::PathBuf as InputPath;
 
-/// The configured input files, each optional.
+/// The configured inputs, each optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inputs {
     pub pubkeys_file: Option<InputPath>,
     pub index_list_file: Option<InputPath>,
     pub indices_file: Option<InputPath>,
     pub input_dir: Option<InputPath>,
+    /// EIP-2335 keystores only; other files are skipped.
+    pub keystores_dir: Option<InputPath>,
+    pub deposit_data_files: Vec<InputPath>,
+    pub keymanagers: Vec<KeymanagerInput>,
+    pub checks: Checks,
+}
+
+/// What every input is checked against beyond its format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// `--network`: a deposit data file's `network_name` must be this.
+    pub network: String,
+    /// `--verify-pubkeys`: every pubkey must be a valid BLS12-381 G1 point.
+    pub verify_pubkeys: bool,
+}
+
+/// A keymanager to read: its URL and its token (read from `token_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeymanagerInput {
+    pub url: url::Url,
+    pub token_file: InputPath,
+    pub token: crate::secret::Secret,
 }
 
 impl Inputs {
@@ -46,6 +69,18 @@ impl Inputs {
             || self.index_list_file.is_some()
             || self.indices_file.is_some()
             || self.input_dir.is_some()
+            || self.keystores_dir.is_some()
+            || !self.deposit_data_files.is_empty()
+            || !self.keymanagers.is_empty()
+    }
+
+    /// Whether some input lists pubkeys the beacon node must resolve.
+    pub fn needs_beacon(&self) -> bool {
+        self.pubkeys_file.is_some()
+            || self.index_list_file.is_some()
+            || self.keystores_dir.is_some()
+            || !self.deposit_data_files.is_empty()
+            || !self.keymanagers.is_empty()
     }
 }
 
@@ -68,6 +103,15 @@ pub enum SourceKind {
     /// Any of the above, an EIP-2335 keystore or deposit data, told apart by
     /// content (files in the drop directory).
     Detect,
+    /// A deposit data JSON array (`KEYSYNC_DEPOSIT_DATA_FILE`), of the
+    /// configured network.
+    DepositData,
+    /// One file of the keystores directory: a keystore, or skipped.
+    Keystore,
+    /// The keystores directory as one source (`KEYSYNC_KEYSTORES_DIR`).
+    KeystoresDir,
+    /// A keymanager's key list (read over HTTP, never from a file).
+    Keymanager,
 }
 
 /// A record from a records JSON file: needs no beacon lookup.
@@ -195,6 +239,10 @@ pub enum SourceError {
     /// just like this, so it is not taken as "no validators".
     #[error("{}: the drop directory has no input file (a volume not mounted?); to empty it on purpose, leave a file with a comment line in it, or pass --allow-empty", .path.display())]
     EmptyDir { path: PathBuf },
+    /// The keystores directory holds no keystore: a volume not mounted, or
+    /// the wrong directory, looks just like this.
+    #[error("{}: no EIP-2335 keystore in it (a volume not mounted, or the wrong directory?); to empty it on purpose, pass --allow-empty", .path.display())]
+    NoKeystores { path: PathBuf },
     /// No entries and no comment line: whitespace is not intent.
     #[error("{}: has no entries and no comment line (still being written?); to empty a list on purpose, leave a comment line in it (a JSON input: []), or pass --allow-empty", .path.display())]
     Blank { path: PathBuf },
@@ -214,6 +262,7 @@ impl SourceError {
             | SourceError::Subdirectory { path }
             | SourceError::Dir { path, .. }
             | SourceError::EmptyDir { path }
+            | SourceError::NoKeystores { path }
             | SourceError::Blank { path }
             | SourceError::Parse { path, .. } => path,
         }
@@ -248,6 +297,22 @@ pub fn read(kind: SourceKind, path: &Path) -> Result<SourceContent, SourceError>
     read_capped(kind, path, MAX_INPUT_BYTES)
 }
 
+/// Reads one source (a file, or the keystores directory) with `checks`.
+pub fn read_checked(
+    kind: SourceKind,
+    path: &Path,
+    checks: &Checks,
+) -> Result<SourceContent, SourceError> {
+    if kind == SourceKind::KeystoresDir {
+        return keystores::read_dir(path, checks);
+    }
+    let bytes = file::read_regular(path, MAX_INPUT_BYTES).map_err(|source| SourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_checked(kind, path, &bytes, checks)
+}
+
 /// [`read`] with another size cap.
 pub fn read_capped(
     kind: SourceKind,
@@ -263,7 +328,12 @@ pub fn read_capped(
 
 /// Reads a drop-directory entry: as [`read`], a subdirectory named as such.
 pub fn read_dropped(path: &Path) -> Result<SourceContent, SourceError> {
-    read(SourceKind::Detect, path).map_err(|e| match e {
+    read_dropped_checked(path, &Checks::default())
+}
+
+/// [`read_dropped`] with `checks` (`--verify-pubkeys`).
+pub fn read_dropped_checked(path: &Path, checks: &Checks) -> Result<SourceContent, SourceError> {
+    read_checked(SourceKind::Detect, path, checks).map_err(|e| match e {
         SourceError::Read {
             path,
             source: FileError::NotRegular(file::FileType::Directory),
@@ -276,6 +346,18 @@ pub fn read_dropped(path: &Path) -> Result<SourceContent, SourceError> {
 /// with no entries and no comment line (empty, or whitespace only) is
 /// [`SourceError::Blank`].
 pub fn parse(kind: SourceKind, path: &Path, bytes: &[u8]) -> Result<SourceContent, SourceError> {
+    parse_checked(kind, path, bytes, &Checks::default())
+}
+
+/// [`parse`], then `checks`: deposit data of `checks.network` only, and
+/// with `verify_pubkeys` every pubkey a valid BLS12-381 G1 point (an error
+/// names the line or element of the first that is not).
+pub fn parse_checked(
+    kind: SourceKind,
+    path: &Path,
+    bytes: &[u8],
+    checks: &Checks,
+) -> Result<SourceContent, SourceError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
@@ -289,12 +371,53 @@ pub fn parse(kind: SourceKind, path: &Path, bytes: &[u8]) -> Result<SourceConten
             path: path.to_path_buf(),
         });
     }
-    match kind {
+    let content = match kind {
         SourceKind::Pubkeys => text::parse_pubkeys(path, text),
         SourceKind::IndexList => text::parse_index_list(path, text),
         SourceKind::Records => json::parse_records(path, text),
         SourceKind::Detect => parse_detect(path, text),
+        SourceKind::DepositData => json::parse_deposits(path, text, &checks.network),
+        SourceKind::Keystore => json::parse_keystore(path, text),
+        SourceKind::KeystoresDir | SourceKind::Keymanager => Err(err(
+            path,
+            Location::File,
+            "is not read as a file (a bug: please report it)",
+        )),
+    }?;
+    if checks.verify_pubkeys {
+        verify_points(path, text, &content)?;
     }
+    Ok(content)
+}
+
+/// The first pubkey of `content` that is not a valid BLS12-381 G1 point,
+/// named by its line (text lists) or element (JSON arrays).
+fn verify_points(path: &Path, text: &str, content: &SourceContent) -> Result<(), SourceError> {
+    let json = text.trim_start().starts_with(['[', '{']);
+    let at = |i: usize| {
+        if !json {
+            let line = text::significant_lines(text).nth(i).map_or(0, |(l, _)| l);
+            Location::Line(line)
+        } else if text.trim_start().starts_with('{') {
+            Location::File
+        } else {
+            Location::Element(i)
+        }
+    };
+    let keys = content
+        .pubkeys
+        .iter()
+        .chain(content.records.iter().map(|r| &r.validator_key));
+    for (i, pk) in keys.enumerate() {
+        if let Err(why) = crate::bls::is_valid_pubkey(&pk.0) {
+            return Err(err(
+                path,
+                at(i),
+                format!("{pk} is not a BLS pubkey: {why} (--verify-pubkeys)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Drop-directory files: JSON (records, deposit data, keystore) or a text
@@ -350,15 +473,23 @@ pub fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     Ok(out)
 }
 
-/// The configured input files with their formats (the drop directory aside).
+/// The configured input files with their formats, and the keystores
+/// directory (the drop directory aside).
 pub fn configured(inputs: &Inputs) -> impl Iterator<Item = (SourceKind, &PathBuf)> {
     [
         (SourceKind::Pubkeys, &inputs.pubkeys_file),
         (SourceKind::IndexList, &inputs.index_list_file),
         (SourceKind::Records, &inputs.indices_file),
+        (SourceKind::KeystoresDir, &inputs.keystores_dir),
     ]
     .into_iter()
     .filter_map(|(kind, path)| path.as_ref().map(|p| (kind, p)))
+    .chain(
+        inputs
+            .deposit_data_files
+            .iter()
+            .map(|p| (SourceKind::DepositData, p)),
+    )
 }
 
 /// Every configured input, read strictly (one-shot commands): the first
@@ -367,15 +498,15 @@ pub fn configured(inputs: &Inputs) -> impl Iterator<Item = (SourceKind, &PathBuf
 /// meant; then they contribute nothing.
 pub fn read_all(inputs: &Inputs, allow_empty: bool) -> Result<SourceContent, SourceError> {
     let blank_ok = |r: Result<SourceContent, SourceError>| match r {
-        Err(SourceError::Blank { path }) if allow_empty => {
-            tracing::warn!(path = %path.display(), "input file has no entries (--allow-empty)");
+        Err(SourceError::Blank { path } | SourceError::NoKeystores { path }) if allow_empty => {
+            tracing::warn!(path = %path.display(), "input has no entries (--allow-empty)");
             Ok(SourceContent::default())
         }
         other => other,
     };
     let mut all = SourceContent::default();
     for (kind, path) in configured(inputs) {
-        all.extend(&blank_ok(read(kind, path))?);
+        all.extend(&blank_ok(read_checked(kind, path, &inputs.checks))?);
     }
     if let Some(dir) = &inputs.input_dir {
         let files = dir_files(dir)?;
@@ -386,7 +517,7 @@ pub fn read_all(inputs: &Inputs, allow_empty: bool) -> Result<SourceContent, Sou
             tracing::warn!(dir = %dir.display(), "the drop directory has no input file (--allow-empty)");
         }
         for p in files {
-            all.extend(&blank_ok(read_dropped(&p))?);
+            all.extend(&blank_ok(read_dropped_checked(&p, &inputs.checks))?);
         }
     }
     Ok(all)

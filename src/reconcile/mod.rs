@@ -185,6 +185,8 @@ pub struct Outcome {
 
 /// The clients and identity every pass uses.
 pub struct Reconciler {
+    /// The HTTP client every party shares (it scrubs every secret).
+    pub http: Http,
     pub registry: RegistryClient,
     pub beacon: Option<BeaconClient>,
     pub operator_id: String,
@@ -210,13 +212,7 @@ impl Reconciler {
         metrics: Option<Arc<Metrics>>,
         shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Reconciler, Error> {
-        let mut http = Http::new(
-            settings.timeout,
-            settings.retry,
-            metrics,
-            vec![settings.api_key.clone()],
-        )
-        .map_err(Error::Runtime)?;
+        let mut http = settings.http(metrics)?;
         if let Some(rx) = shutdown {
             http = http.with_shutdown(rx);
         }
@@ -228,7 +224,7 @@ impl Reconciler {
             settings.network.clone(),
         );
         let beacon = (!settings.beacon_urls.is_empty()).then(|| {
-            BeaconClient::new(http, settings.beacon_urls.clone()).vetted(Vetting {
+            BeaconClient::new(http.clone(), settings.beacon_urls.clone()).vetted(Vetting {
                 chain: settings
                     .chain_id
                     .numeric()
@@ -244,6 +240,7 @@ impl Reconciler {
             }
         };
         Ok(Reconciler {
+            http,
             registry,
             beacon,
             operator_id,

@@ -59,6 +59,7 @@ pub fn error_policy(e: &Error, attempts: u32) -> Requeue {
         | Error::Apply(_)
         | Error::Beacon(_)
         | Error::Source(_)
+        | Error::Keymanager(_)
         | Error::Store(_)
         | Error::Guardrail { .. }
         | Error::EmptiesRegistry { .. } => Requeue::After(RETRY_BACKOFF.delay(attempts)),

@@ -64,6 +64,7 @@ pub fn watch_args(common: Common, data_dir: &Path, apply: bool, max_deletes: u64
         resync_secs: Some(600),
         writes_per_second: Some(1000),
         slot_ms: Some(SLOT_MS),
+        keymanager_poll_secs: Some(1),
     }
 }
 
