@@ -42,6 +42,8 @@ pub struct Controller {
     /// reconcile function works on, kept between passes.
     pub state: State,
     pub inputs: InputSet,
+    /// The keymanagers' latest reads, taken by the next pass.
+    pub keymanagers: super::keymanagers::Mailbox,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -141,6 +143,13 @@ impl Controller {
             }
             for path in &paths {
                 if let Some(delta) = self.inputs.reload(path, &self.store, &self.metrics) {
+                    self.state.desired.apply(&delta, &self.state.cache);
+                }
+            }
+        }
+        if p.keymanagers {
+            for (url, read) in self.keymanagers.take() {
+                if let Some(delta) = self.inputs.take_keymanager(&url, read, &self.metrics) {
                     self.state.desired.apply(&delta, &self.state.cache);
                 }
             }

@@ -12,6 +12,7 @@
 
 pub mod controller;
 mod events;
+pub mod keymanagers;
 
 pub mod ops;
 pub mod policy;
@@ -160,6 +161,19 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
                 task_shutdown.clone(),
             )));
         }
+        let mailbox = keymanagers::Mailbox::default();
+        if !task_settings.inputs.keymanagers.is_empty() {
+            let kms = &task_settings.inputs.keymanagers;
+            aux.push(tokio::spawn(keymanagers::poll(
+                crate::inputs::keymanager::clients(&rec.http, kms),
+                kms.iter().map(|k| k.url.clone()).collect(),
+                task_settings.watch.keymanager_poll,
+                task_settings.allow_empty,
+                mailbox.clone(),
+                tx.clone(),
+                task_shutdown.clone(),
+            )));
+        }
         aux.push(tokio::spawn(resync_timer(
             task_settings.watch.resync,
             tx.clone(),
@@ -179,6 +193,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             rec,
             store,
             inputs,
+            keymanagers: mailbox,
             limiter: crate::apply::write_limiter(task_settings.watch.writes_per_second),
             settings: task_settings,
             metrics: task_metrics,
@@ -276,7 +291,7 @@ fn watch_files(
     }
     dirs.sort();
     dirs.dedup();
-    if dirs.is_empty() {
+    if dirs.is_empty() && inputs.keystores_dir().is_none() {
         return Ok(None);
     }
     let mut watcher =
@@ -302,8 +317,13 @@ fn watch_files(
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
         })
         .map_err(|e| Error::Runtime(format!("cannot start the file watcher: {e}")))?;
-    for d in &dirs {
-        watcher.watch(d, RecursiveMode::NonRecursive).map_err(|e| {
+    let recursive = inputs.keystores_dir().map(Path::to_path_buf);
+    for (d, mode) in dirs
+        .iter()
+        .map(|d| (d, RecursiveMode::NonRecursive))
+        .chain(recursive.iter().map(|d| (d, RecursiveMode::Recursive)))
+    {
+        watcher.watch(d, mode).map_err(|e| {
             Error::Config(crate::settings::ConfigError {
                 origin: d.display().to_string(),
                 message: format!("cannot watch this input directory: {e}"),
@@ -330,6 +350,8 @@ struct InputFilter {
     /// elsewhere: (resolved path, configured path).
     resolved: Vec<(PathBuf, PathBuf)>,
     dir: Option<PathBuf>,
+    /// The keystores directory: a change anywhere under it is a change of it.
+    keystores: Option<PathBuf>,
 }
 
 impl InputFilter {
@@ -337,6 +359,7 @@ impl InputFilter {
         let (files, dir) = inputs.paths();
         let mut filter = InputFilter::of_files(files);
         filter.dir = dir;
+        filter.keystores = inputs.keystores_dir().map(Path::to_path_buf);
         filter
     }
 
@@ -354,6 +377,7 @@ impl InputFilter {
             files,
             resolved,
             dir: None,
+            keystores: None,
         }
     }
 
@@ -368,6 +392,9 @@ impl InputFilter {
     /// The input paths an event on `p` may have changed.
     fn changed(&self, p: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
+        if let Some(k) = self.keystores.as_ref().filter(|k| p.starts_with(k)) {
+            out.push(k.clone());
+        }
         if self.files.iter().any(|f| f == p) {
             out.push(p.to_path_buf());
         }

@@ -38,6 +38,9 @@ pub enum Trigger {
     Recheck,
     /// The API key file changed (a rotated Secret or credential).
     KeyFile,
+    /// A keymanager's key list changed, or could not be read: its read
+    /// waits in the [`super::keymanagers::Mailbox`].
+    Keymanager,
 }
 
 impl Trigger {
@@ -54,6 +57,7 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Recheck => "recheck",
             Trigger::KeyFile => "key_file",
+            Trigger::Keymanager => "keymanager",
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct Pending {
     pub reread_sources: bool,
     /// Re-read the API key file.
     pub reread_key: bool,
+    /// Take in the keymanagers' latest reads.
+    pub keymanagers: bool,
     pub refresh: Refresh,
     /// Indices reported exiting (kept if ours).
     pub exits: BTreeSet<ValidatorIndex>,
@@ -154,6 +160,7 @@ impl Pending {
             // Back to the preferred node, in case it is the one synced again.
             Trigger::Recheck => self.check_beacon = true,
             Trigger::KeyFile => self.reread_key = true,
+            Trigger::Keymanager => self.keymanagers = true,
         }
     }
 
@@ -164,6 +171,7 @@ impl Pending {
         self.all_sources |= other.all_sources;
         self.reread_sources |= other.reread_sources;
         self.reread_key |= other.reread_key;
+        self.keymanagers |= other.keymanagers;
         self.refresh.merge(&other.refresh);
         self.exits.extend(other.exits);
         self.finalized |= other.finalized;
