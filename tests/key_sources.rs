@@ -388,3 +388,68 @@ async fn daemon_takes_a_keystore_added_to_a_validator_subdirectory() {
     eventually("1 unassigned", T, || active(&sim) == vec![0, 6]).await;
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_never_logs_or_stores_the_keymanager_token() {
+    let sim = sim(16).await;
+    let (_d, dir) = tmp();
+    sim.keymanager_set_local([0u64, 1]);
+    let token = sim.keymanager_token();
+    let token_path = token_file(&dir, &token);
+    let state = dir.join("state");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .arg("watch")
+        .arg("--apply")
+        .env_clear()
+        .env("KEYSYNC_API_URL", sim.url())
+        .env("KEYSYNC_AUTH_URL", sim.url())
+        .env("KEYSYNC_API_KEY", sim.api_key())
+        .env("KEYSYNC_BEACON_URL", sim.beacon_url())
+        .env("KEYSYNC_KEYMANAGER_URL", sim.keymanager_url())
+        .env("KEYSYNC_KEYMANAGER_TOKEN_FILE", &token_path)
+        .env("KEYSYNC_KEYMANAGER_POLL_SECS", "1")
+        .env("KEYSYNC_DATA_DIR", &state)
+        .env("KEYSYNC_LISTEN", "127.0.0.1:0")
+        .env("KEYSYNC_LOG", "debug")
+        .env("KEYSYNC_LOG_FORMAT", "json")
+        .env(
+            "KEYSYNC_SYNC_TOLERANCE_SLOTS",
+            SYNC_TOLERANCE_SLOTS.to_string(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("0, 1 assigned", T, || active(&sim) == vec![0, 1]).await;
+    let seen = sim.count(Route::Keystores);
+    eventually("polled twice more", T, || {
+        sim.count(Route::Keystores) >= seen + 2
+    })
+    .await;
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("keymanager"), "the logs speak of it: {logs}");
+    assert_no_token(&logs, &token);
+    assert_no_token(&String::from_utf8_lossy(&out.stdout), &token);
+    // The store: every byte of every file under the data directory.
+    let mut files = vec![state.clone()];
+    let mut scanned = 0;
+    while let Some(f) = files.pop() {
+        if f.is_dir() {
+            files.extend(std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes
+                    .windows(8)
+                    .any(|w| token.as_bytes().windows(8).any(|t| t == w)),
+                "a run of the token in {}",
+                f.display()
+            );
+            scanned += 1;
+        }
+    }
+    assert!(scanned > 0, "the store was written");
+}
