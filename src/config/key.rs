@@ -58,13 +58,15 @@ pub(super) fn keymanagers(l: &Layers<'_>) -> Result<Vec<KeymanagerInput>, Config
     let token_file = get!(l, common.keymanager_token_file)?;
     match (url, token_file) {
         (None, None) => {}
-        (Some((_, origin)), None) => return Err(cfg_err(
-            origin,
-            format!(
+        (Some((_, origin)), None) => {
+            return Err(cfg_err(
+                origin,
+                format!(
                 "needs {} too: the keymanager API token (the validator client's api-token file)",
                 env("keymanager_token_file")
             ),
-        )),
+            ))
+        }
         (None, Some((_, origin))) => {
             return Err(cfg_err(
                 origin,
