@@ -21,8 +21,8 @@ struct Named {
     labels: Vec<String>,
 }
 
-/// Every backticked `keysync_…` name in the first column of the table under
-/// `### Metrics`.
+/// Every backticked `keysync_…` and `process_…` name in the first column
+/// of the table under `### Metrics`.
 fn readme_metrics() -> Vec<Named> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
@@ -32,7 +32,10 @@ fn readme_metrics() -> Vec<Named> {
         .expect("a \"### Metrics\" section in README.md");
     let section = section.split("\n#").next().unwrap_or(section);
     let mut out = Vec::new();
-    for row in section.lines().filter(|l| l.starts_with("| `keysync_")) {
+    for row in section
+        .lines()
+        .filter(|l| l.starts_with("| `keysync_") || l.starts_with("| `process_"))
+    {
         let first = row.split('|').nth(1).expect("a first cell");
         for token in first.split('`').skip(1).step_by(2) {
             let (name, labels) = match token.split_once('{') {
@@ -45,7 +48,10 @@ fn readme_metrics() -> Vec<Named> {
                 ),
                 None => (token, Vec::new()),
             };
-            assert!(name.starts_with("keysync_"), "{token} in {row}");
+            assert!(
+                name.starts_with("keysync_") || name.starts_with("process_"),
+                "{token} in {row}"
+            );
             out.push(Named {
                 name: name.to_string(),
                 labels,

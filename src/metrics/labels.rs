@@ -127,6 +127,12 @@ impl EncodeLabelValue for Reply {
 
 // ---- label sets -----------------------------------------------------------
 
+/// `{version}` of `keysync_build_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
 /// `{result}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ResultLabels {

@@ -20,6 +20,7 @@
 //! log line goes with it, an event in [`events`].
 
 pub mod events;
+pub mod process;
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -158,6 +159,8 @@ pub struct Metrics {
     pub remote_requests: Registered<Family<RequestOutcomeLabels, Counter>>,
     pub reconcile_seconds: Registered<Histogram>,
     pub last_success_timestamp_seconds: Registered<CountGauge>,
+    /// 1, labelled with the version.
+    pub build_info: Registered<Family<BuildLabels, CountGauge>>,
 }
 
 impl Default for Metrics {
@@ -291,8 +294,23 @@ impl Metrics {
                 "Unix time of the last successful reconcile.",
                 Gauge::default(),
             ),
+            build_info: {
+                let info: Registered<Family<BuildLabels, CountGauge>> = b.add(
+                    "keysync_build_info",
+                    "Always 1; the labels say which keysync this is.",
+                    Family::default(),
+                );
+                info.get_or_create(&BuildLabels {
+                    version: env!("CARGO_PKG_VERSION"),
+                })
+                .set(1);
+                info
+            },
             // Last: every field above is registered in it by now.
-            registry: b.0,
+            registry: {
+                b.0.register_collector(Box::new(process::ProcessCollector::new()));
+                b.0
+            },
         }
     }
 

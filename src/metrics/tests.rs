@@ -52,9 +52,16 @@ fn renders_counters_gauges_and_histograms() {
 #[test]
 fn every_metric_is_described_before_it_has_a_series() {
     let text = Metrics::new().render();
-    let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-    let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((types, helps), (24, 24), "{text}");
+    // keysync's own (the process_* family is read at each scrape).
+    let types = text
+        .lines()
+        .filter(|l| l.starts_with("# TYPE keysync_"))
+        .count();
+    let helps = text
+        .lines()
+        .filter(|l| l.starts_with("# HELP keysync_"))
+        .count();
+    assert_eq!((types, helps), (25, 25), "{text}");
     assert!(text.contains("# TYPE keysync_events counter\n"), "{text}");
     assert!(text.contains("# TYPE keysync_remote_request_seconds histogram\n"));
 }
@@ -136,4 +143,39 @@ fn parses_escaped_label_values() {
     assert!(parse_sample("# EOF").is_none());
     let s = parse_sample("y 6.0").expect("a sample");
     assert_eq!((s.name, s.value, s.labels.len()), ("y", 6.0, 0));
+}
+
+#[test]
+fn build_info_and_the_process_metrics_are_served() {
+    let text = Metrics::new().render();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        line("keysync_build_info{").as_deref(),
+        Some(&*format!(
+            "keysync_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ))
+    );
+    if std::path::Path::new("/proc/self/statm").exists() {
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+            "process_cpu_seconds_total ",
+        ] {
+            let l = line(name).unwrap_or_else(|| panic!("{name}missing:\n{text}"));
+            let v: f64 = l[name.len()..].trim().parse().unwrap();
+            assert!(v >= 0.0, "{l}");
+        }
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter"),
+            "{text}"
+        );
+    }
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
 }
