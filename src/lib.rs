@@ -18,6 +18,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod desired;
+pub mod doctor;
 pub mod domain;
 pub mod error;
 pub mod http;

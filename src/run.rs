@@ -60,6 +60,12 @@ pub fn run(args: Vec<OsString>) -> u8 {
         return finish(runtime().and_then(|rt| rt.block_on(crate::demo::run(d.clone()))));
     }
     logging::init(format);
+    if let Command::Doctor(_) = &cli.command {
+        return match runtime() {
+            Ok(rt) => rt.block_on(crate::doctor::run(&cli.command, &sub, format)),
+            Err(e) => finish(Err(e)),
+        };
+    }
     let settings = match Settings::resolve(&cli.command, &sub) {
         Ok(s) => s,
         Err(e) => return finish(Err(e.into())),

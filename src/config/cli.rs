@@ -72,6 +72,11 @@ pub enum Command {
     /// Exit 0 when a running daemon answers /ready with 200, else 1 (for a
     /// container healthcheck: the image has no shell or curl).
     Probe(ProbeArgs),
+    /// Check a configuration end to end, writing nothing: settings, key,
+    /// console, beacon nodes, event stream, inputs, the plan a pass would
+    /// make, data dir, listen address. One line per check; exit 0 when all
+    /// pass, else the exit code of the first failing check's kind.
+    Doctor(WatchArgs),
 }
 
 impl Command {
@@ -79,7 +84,7 @@ impl Command {
         match self {
             Command::Show(c) | Command::Diff(c) => Some(c),
             Command::Sync(s) => Some(&s.common),
-            Command::Watch(w) => Some(&w.common),
+            Command::Watch(w) | Command::Doctor(w) => Some(&w.common),
             Command::Demo(_) | Command::Probe(_) => None,
         }
     }
@@ -92,6 +97,7 @@ impl Command {
             Command::Watch(_) => "watch",
             Command::Demo(_) => "demo",
             Command::Probe(_) => "probe",
+            Command::Doctor(_) => "doctor",
         }
     }
 }

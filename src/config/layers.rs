@@ -220,7 +220,7 @@ impl<'a> Layers<'a> {
                 max_deletes: s.max_deletes,
                 ..WatchArgs::default()
             },
-            Command::Watch(w) => w.clone(),
+            Command::Watch(w) | Command::Doctor(w) => w.clone(),
             Command::Demo(_) | Command::Probe(_) => WatchArgs::default(),
         };
         let file = match given.common.config.clone().filter(|p| !p.is_blank()) {

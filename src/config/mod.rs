@@ -209,7 +209,10 @@ impl Settings {
             max_deletes: need!(l, max_deletes)?.0,
             sync_tolerance: need!(l, common.sync_tolerance_slots)?.0,
             allow_empty: need!(l, common.allow_empty)?.0,
-            watch: watch_settings(&l, matches!(command, Command::Watch(_)))?,
+            watch: watch_settings(
+                &l,
+                matches!(command, Command::Watch(_) | Command::Doctor(_)),
+            )?,
         };
         settings.check_inputs(command)?;
         Ok(settings)

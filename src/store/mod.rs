@@ -44,7 +44,7 @@ mod open;
 mod sidecar;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -64,6 +64,12 @@ pub use sidecar::FILE as GENERATION_FILE;
 
 /// The sled directory inside the data directory.
 const DB_DIR: &str = "keysync.sled";
+
+/// The file the store's lock is taken on (sled's `db` file): another
+/// process holding it has the store open.
+pub fn lock_file(dir: &Path) -> PathBuf {
+    dir.join(DB_DIR).join("db")
+}
 const SCHEMA_KEY: &[u8] = b"schema";
 const SCHEMA: &[u8] = b"keysync-store-v3";
 /// The previous schema: migrated on open.
