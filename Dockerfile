@@ -17,7 +17,7 @@ COPY Cargo.toml Cargo.lock ./
 # sim/ is a workspace member (and keysync's path dependency): needed to build.
 COPY sim ./sim
 COPY src ./src
-RUN cargo build --release --locked --bin keysync
+RUN cargo build --release --locked --no-default-features --bin keysync
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="keysync" \

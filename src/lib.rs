@@ -16,6 +16,7 @@ pub mod beacon;
 pub mod bls;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod desired;
 pub mod doctor;

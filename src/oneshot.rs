@@ -30,9 +30,12 @@ pub async fn run(command: &Command, settings: &Settings) -> Result<u8, Error> {
         Command::Show(_) => show(settings).await,
         Command::Diff(_) => sync(settings, None).await,
         Command::Sync(args) => sync(settings, Some(args)).await,
-        Command::Watch(_) | Command::Demo(_) | Command::Probe(_) | Command::Doctor(_) => {
-            Err(Error::Runtime("not a one-shot command".into()))
-        }
+        Command::Watch(_)
+        | Command::Demo(_)
+        | Command::Probe(_)
+        | Command::Doctor(_)
+        | Command::Completions(_)
+        | Command::Man => Err(Error::Runtime("not a one-shot command".into())),
     }
 }
 

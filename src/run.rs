@@ -50,14 +50,24 @@ pub fn run(args: Vec<OsString>) -> u8 {
         .map(|(_, m)| m.clone())
         .unwrap_or_default();
 
-    if let Command::Probe(p) = &cli.command {
-        return crate::watch::ops::probe(p);
+    match &cli.command {
+        Command::Probe(p) => return crate::watch::ops::probe(p),
+        Command::Completions(c) => return completions(c.shell),
+        Command::Man => return man(),
+        _ => {}
     }
     crate::alloc::tune();
     if let Command::Demo(d) = &cli.command {
         // `format` has demo's --log-format too (it has the same name).
         logging::init_demo(format);
+        #[cfg(feature = "demo")]
         return finish(runtime().and_then(|rt| rt.block_on(crate::demo::run(d.clone()))));
+        #[cfg(not(feature = "demo"))]
+        {
+            let _ = d;
+            tracing::error!("this keysync was built without the simulator (cargo feature \"demo\"): run `cargo run --release -- demo` from the source tree");
+            return EXIT_CONFIG;
+        }
     }
     logging::init(format);
     if let Command::Doctor(_) = &cli.command {
@@ -79,6 +89,50 @@ pub fn run(args: Vec<OsString>) -> u8 {
         })
     });
     finish(result)
+}
+
+/// `keysync completions <shell>`: the script on stdout.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "keysync", &mut out);
+    write_stdout(&out)
+}
+
+/// `keysync man`: the page (roff) on stdout: the commands, then every
+/// setting with its flag, variable and default (`watch` takes them all;
+/// each other command a subset of the same names).
+fn man() -> u8 {
+    let cmd = Cli::command().bin_name("keysync");
+    let mut out = Vec::new();
+    let rendered = clap_mangen::Man::new(cmd.clone())
+        .render(&mut out)
+        .and_then(|()| match cmd.find_subcommand("watch") {
+            Some(watch) => {
+                let watch = clap_mangen::Man::new(watch.clone().bin_name("keysync watch"));
+                watch.render_synopsis_section(&mut out)?;
+                watch.render_options_section(&mut out)
+            }
+            None => Ok(()),
+        });
+    match rendered {
+        Ok(()) => write_stdout(&out),
+        Err(e) => {
+            eprintln!("cannot render the man page: {e}");
+            crate::error::EXIT_INTERNAL
+        }
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> u8 {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cannot write to stdout: {e}");
+            crate::error::EXIT_INTERNAL
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

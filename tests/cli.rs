@@ -1562,3 +1562,62 @@ fn an_unreachable_auth_service_says_so_and_exits_2() {
         "after 2 attempts",
     ]);
 }
+
+// ---- completions and man page --------------------------------------------
+
+#[test]
+fn completions_and_the_man_page_come_from_the_same_definitions() {
+    for (shell, marker) in [
+        ("bash", "_keysync()"),
+        ("zsh", "#compdef keysync"),
+        ("fish", "complete -c keysync"),
+        ("elvish", "edit:completion:arg-completer[keysync]"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = Command::cargo_bin("keysync")
+            .unwrap()
+            .args(["completions", shell])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(marker), "{shell}: {marker} missing");
+        assert!(
+            text.contains("keymanager-url"),
+            "{shell}: every flag is completed"
+        );
+        assert!(
+            text.contains("doctor"),
+            "{shell}: every command is completed"
+        );
+    }
+    let out = Command::cargo_bin("keysync")
+        .unwrap()
+        .arg("man")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH keysync 1"), "{page}");
+    for needle in [
+        "keysync\\-doctor(1)",
+        "KEYSYNC_API_KEY_FILE",
+        "\\-\\-keystores\\-dir",
+        "Exit codes",
+    ] {
+        assert!(page.contains(needle), "the man page names {needle}");
+    }
+    let bad = Command::cargo_bin("keysync")
+        .unwrap()
+        .args(["completions", "tcsh"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(4),
+        "an unknown shell is a usage error"
+    );
+}

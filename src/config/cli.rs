@@ -77,6 +77,18 @@ pub enum Command {
     /// make, data dir, listen address. One line per check; exit 0 when all
     /// pass, else the exit code of the first failing check's kind.
     Doctor(WatchArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or
+    /// powershell (e.g. `keysync completions bash > /etc/bash_completion.d/keysync`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `keysync man > /usr/local/share/man/man1/keysync.1`.
+    Man,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 impl Command {
@@ -85,7 +97,7 @@ impl Command {
             Command::Show(c) | Command::Diff(c) => Some(c),
             Command::Sync(s) => Some(&s.common),
             Command::Watch(w) | Command::Doctor(w) => Some(&w.common),
-            Command::Demo(_) | Command::Probe(_) => None,
+            Command::Demo(_) | Command::Probe(_) | Command::Completions(_) | Command::Man => None,
         }
     }
 
@@ -98,6 +110,8 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Probe(_) => "probe",
             Command::Doctor(_) => "doctor",
+            Command::Completions(_) => "completions",
+            Command::Man => "man",
         }
     }
 }

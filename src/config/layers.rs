@@ -221,7 +221,9 @@ impl<'a> Layers<'a> {
                 ..WatchArgs::default()
             },
             Command::Watch(w) | Command::Doctor(w) => w.clone(),
-            Command::Demo(_) | Command::Probe(_) => WatchArgs::default(),
+            Command::Demo(_) | Command::Probe(_) | Command::Completions(_) | Command::Man => {
+                WatchArgs::default()
+            }
         };
         let file = match given.common.config.clone().filter(|p| !p.is_blank()) {
             Some(path) => {
