@@ -137,6 +137,8 @@ pub struct Metrics {
     registry: Registry,
     pub desired_validators: Registered<CountGauge>,
     pub assigned_validators: Registered<CountGauge>,
+    pub unknown_validators: Registered<CountGauge>,
+    pub excluded_validators: Registered<CountGauge>,
     pub reconciles: Registered<Family<ResultLabels, Counter>>,
     pub writes: Registered<Family<WriteLabels, Counter>>,
     pub held_deletes: Registered<CountGauge>,
@@ -182,6 +184,16 @@ impl Metrics {
             assigned_validators: b.add(
                 "keysync_assigned_validators",
                 "Active assignments in the registry snapshot.",
+                Gauge::default(),
+            ),
+            unknown_validators: b.add(
+                "keysync_unknown_validators",
+                "Input keys the beacon node does not know yet (pending deposits, or typos).",
+                Gauge::default(),
+            ),
+            excluded_validators: b.add(
+                "keysync_excluded_validators",
+                "Input keys left out of the desired set because they have withdrawn.",
                 Gauge::default(),
             ),
             reconciles: b.add(

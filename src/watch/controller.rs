@@ -366,6 +366,8 @@ impl Observer for Journaling<'_> {
 
 impl PassObserver for Journaling<'_> {
     fn resolved(&mut self, c: &Counts) {
+        self.metrics.unknown_validators.set(c.unknown as i64);
+        self.metrics.excluded_validators.set(c.excluded as i64);
         if (c.unknown, c.excluded) != *self.last_counts {
             *self.last_counts = (c.unknown, c.excluded);
             crate::desired::log_counts(c.unknown, c.excluded, &c.sample, c.lines);
