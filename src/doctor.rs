@@ -215,9 +215,11 @@ async fn checks(s: &Settings, r: &mut Report) {
         plan_check(s, &rec, content, r).await;
     }
 
-    // 5. What the daemon needs of this machine.
-    r.add(data_dir_check(&s.watch.data_dir));
-    r.add(listen_check(s.watch.listen));
+    // 5. What the daemon needs of this machine. Run beside the daemon it
+    // checks (`kubectl exec`), the store and the address are that daemon's.
+    let running = running_keysync(s.watch.listen, s.timeout).await;
+    r.add(data_dir_check(&s.watch.data_dir, running));
+    r.add(listen_check(s.watch.listen, running));
 }
 
 async fn beacon(s: &Settings, rec: &Reconciler, url: &url::Url, r: &mut Report) {
@@ -467,8 +469,38 @@ async fn plan_check(
     }
 }
 
-/// The data directory can be written, and no other keysync holds its store.
-fn data_dir_check(dir: &Path) -> Check {
+/// Whether a keysync daemon answers on `listen` (its `/metrics` serves
+/// `keysync_build_info`).
+async fn running_keysync(listen: std::net::SocketAddr, timeout: Duration) -> bool {
+    let mut addr = listen;
+    if addr.port() == 0 {
+        return false;
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(timeout.min(Duration::from_secs(5)))
+        .build()
+    else {
+        return false;
+    };
+    match client.get(format!("http://{addr}/metrics")).send().await {
+        Ok(resp) if resp.status().is_success() => resp
+            .text()
+            .await
+            .is_ok_and(|t| t.contains("keysync_build_info")),
+        _ => false,
+    }
+}
+
+/// The data directory can be written, and no other keysync holds its
+/// store (the daemon `running` on the listen address may).
+fn data_dir_check(dir: &Path, running: bool) -> Check {
     let name = "data dir";
     let fix_dir =
         "set KEYSYNC_DATA_DIR to a directory keysync's user can write (systemd: StateDirectory=)";
@@ -493,6 +525,15 @@ fn data_dir_check(dir: &Path) -> Check {
     let db = crate::store::lock_file(dir);
     if let Ok(f) = std::fs::File::open(&db) {
         if let Err(std::fs::TryLockError::WouldBlock) = f.try_lock() {
+            if running {
+                return Check::ok(
+                    name,
+                    format!(
+                        "{} writable; the store is held by the keysync watch running here",
+                        dir.display()
+                    ),
+                );
+            }
             return Check::fail(
                 name,
                 EXIT_CONFIG,
@@ -512,10 +553,14 @@ fn data_dir_check(dir: &Path) -> Check {
     Check::ok(name, format!("{} writable; {state}", dir.display()))
 }
 
-/// The listen address is free.
-fn listen_check(addr: std::net::SocketAddr) -> Check {
+/// The listen address is free (or the daemon `running` there holds it).
+fn listen_check(addr: std::net::SocketAddr, running: bool) -> Check {
     match std::net::TcpListener::bind(addr) {
         Ok(_) => Check::ok("listen", format!("{addr} is free")),
+        Err(_) if running => Check::ok(
+            "listen",
+            format!("{addr} is held by the keysync watch running here"),
+        ),
         Err(e) => Check::fail(
             "listen",
             EXIT_CONFIG,

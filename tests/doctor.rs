@@ -258,5 +258,23 @@ async fn a_store_held_by_a_running_daemon_is_named() {
     let (line, fix) = failed(&r.stdout, "data dir");
     assert!(line.contains("locked by another process"), "{line}");
     assert!(fix.contains("KEYSYNC_DATA_DIR"), "{fix}");
+
+    // Beside the daemon it checks (kubectl exec): its store and address.
+    let listen = daemon.listen.to_string();
+    let r = doctor(&sim, &s, &[("KEYSYNC_LISTEN", listen.as_str())]).await;
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("the store is held by the keysync watch running here"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "✔ listen: {listen} is held by the keysync watch running here"
+        )),
+        "{}",
+        r.stdout
+    );
     daemon.stop().await.unwrap();
 }
