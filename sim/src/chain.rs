@@ -644,6 +644,22 @@ impl Chain {
         })
     }
 
+    /// An exit initiated without any event: an execution-layer exit
+    /// (EIP-7002, a withdrawal-credential request) or the source of a
+    /// consolidation (EIP-7251). The status moves at the next epoch
+    /// boundary, with `exit_epoch` and `withdrawable_epoch` set as for a
+    /// voluntary exit; nothing is published. Returns whether it was
+    /// scheduled (active validators only).
+    pub fn exit_silently(&mut self, index: u64) -> bool {
+        match self.status(index) {
+            Some(Status::ActiveOngoing) => {
+                self.request(index, Request::Exit);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Schedules a slashing for the next epoch boundary (active validators
     /// only). Returns whether it was scheduled.
     pub fn slash(&mut self, index: u64) -> bool {

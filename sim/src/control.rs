@@ -12,6 +12,8 @@
 //! | `POST /sim/advance` | `{"slots": n}` or `{"epochs": n}` | `{"slot","epoch"}` |
 //! | `POST /sim/deposit` | `{"pubkey": "0x…"\|null}` | `{"pubkey"}` |
 //! | `POST /sim/exit`, `/sim/slash` | `{"index": n}` | |
+//! | `POST /sim/el_exit` | `{"index": n}`: an execution-layer exit (EIP-7002): exits like `/sim/exit`, no event | `{"scheduled"}` |
+//! | `POST /sim/consolidate` | `{"source": n, "target": m}`: the source exits (EIP-7251), no event | `{"scheduled"}` |
 //! | `POST /sim/status` | `{"index": n, "status": "exited_unslashed"}` | |
 //! | `POST /sim/reorg` | `{"depth": n}` | |
 //! | `POST /sim/seed` | `{"assignments": [[i,"0x1",true],…], "registered": [[i,"0x1","0xkey"],…], "assign_range": [start,end,"0x1"]}` (each optional; range end exclusive) | `{"assignments": total}` |
@@ -63,6 +65,8 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/advance", post(advance))
         .route("/sim/deposit", post(deposit))
         .route("/sim/exit", post(exit))
+        .route("/sim/el_exit", post(el_exit))
+        .route("/sim/consolidate", post(consolidate))
         .route("/sim/slash", post(slash))
         .route("/sim/status", post(set_status))
         .route("/sim/reorg", post(reorg))
@@ -219,6 +223,22 @@ async fn exit(State(sim): State<Sim>, b: Bytes) -> Answer {
     let req: IndexReq = body(&b)?;
     sim.exit(req.index);
     ok(json!({}))
+}
+
+async fn el_exit(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: IndexReq = body(&b)?;
+    ok(json!({"scheduled": sim.el_exit(req.index)}))
+}
+
+#[derive(Deserialize)]
+struct ConsolidateReq {
+    source: u64,
+    target: u64,
+}
+
+async fn consolidate(State(sim): State<Sim>, b: Bytes) -> Answer {
+    let req: ConsolidateReq = body(&b)?;
+    ok(json!({"scheduled": sim.consolidate(req.source, req.target)}))
 }
 
 async fn slash(State(sim): State<Sim>, b: Bytes) -> Answer {

@@ -406,6 +406,7 @@ impl Sim {
         let params = SpecParams {
             clock: self.inner.clock_rules,
             slots_per_epoch: self.chain().slots_per_epoch(),
+            max_seed_lookahead: self.inner.cfg.exit_delay_epochs.saturating_sub(1),
             withdrawable_delay_epochs: self.inner.cfg.withdrawable_delay_epochs,
             chain_id: self.inner.cfg.chain_id,
         };
@@ -540,6 +541,22 @@ impl Sim {
         if let Some(ev) = chain.exit(index) {
             self.streams().publish([ev]);
         }
+    }
+
+    /// An execution-layer exit (EIP-7002): the validator exits as after a
+    /// voluntary exit, but no event is emitted. Returns whether it was
+    /// scheduled (active validators only).
+    pub fn el_exit(&self, index: u64) -> bool {
+        self.chain().exit_silently(index)
+    }
+
+    /// A consolidation (EIP-7251) of `source` into `target`: the source
+    /// exits with no event (its balance moves to the target, which stays
+    /// active). Returns whether it was scheduled (both active, distinct).
+    pub fn consolidate(&self, source: u64, target: u64) -> bool {
+        let mut chain = self.chain();
+        let active = |i| chain.status(i) == Some(chain::Status::ActiveOngoing);
+        source != target && active(source) && active(target) && chain.exit_silently(source)
     }
 
     /// Schedules a slashing for the next epoch boundary (active only).

@@ -190,6 +190,9 @@ impl Clock {
 pub struct SpecParams {
     pub clock: Clock,
     pub slots_per_epoch: u64,
+    /// An exit initiated in epoch e exits at e + 1 + this (the sim's
+    /// `exit_delay_epochs` − 1).
+    pub max_seed_lookahead: u64,
     pub withdrawable_delay_epochs: u64,
     pub chain_id: u64,
 }
@@ -210,7 +213,7 @@ impl SpecParams {
                 self.clock.slot_duration_ms().to_string(),
             ),
             ("SLOTS_PER_EPOCH", self.slots_per_epoch.to_string()),
-            ("MAX_SEED_LOOKAHEAD", "4".to_string()),
+            ("MAX_SEED_LOOKAHEAD", self.max_seed_lookahead.to_string()),
             (
                 "MIN_VALIDATOR_WITHDRAWABILITY_DELAY",
                 self.withdrawable_delay_epochs.to_string(),
@@ -311,6 +314,7 @@ mod tests {
         let p = SpecParams {
             clock: Clock::new(0, 0),
             slots_per_epoch: 8,
+            max_seed_lookahead: 4,
             withdrawable_delay_epochs: 3,
             chain_id: 17000,
         };
@@ -321,6 +325,7 @@ mod tests {
         assert_eq!(d["SLOT_DURATION_MS"], "12000");
         assert_eq!(d["SLOTS_PER_EPOCH"], "8");
         assert_eq!(d["MIN_VALIDATOR_WITHDRAWABILITY_DELAY"], "3");
+        assert_eq!(d["MAX_SEED_LOOKAHEAD"], "4");
         assert_eq!(d["DEPOSIT_CHAIN_ID"], "17000");
         let v = parse(&p.spec_json(&["SLOT_DURATION_MS".into()]));
         assert!(v["data"].get("SLOT_DURATION_MS").is_none());

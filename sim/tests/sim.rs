@@ -1405,6 +1405,8 @@ async fn config_spec_reports_the_chain_rules() {
     let sim = Sim::start(SimConfig {
         chain_id: 17000,
         withdrawable_delay_epochs: 3,
+        // Exit = initiation + 1 + MAX_SEED_LOOKAHEAD.
+        exit_delay_epochs: 5,
         ..manual_config()
     })
     .await
@@ -2079,4 +2081,72 @@ async fn scale_million_validators_and_a_10k_id_post() {
     eprintln!("500,000 assignments seeded in {:?}", t.elapsed());
     assert_eq!(sim.active_assignments().len(), 500_000);
     sim.shutdown().await;
+}
+
+// ---- exits that emit no event -------------------------------------------
+
+#[tokio::test]
+async fn execution_layer_exits_and_consolidations_emit_no_event_and_carry_their_epochs() {
+    let sim = Sim::start(SimConfig {
+        exit_delay_epochs: 5,
+        withdrawable_delay_epochs: 3,
+        ..manual_config()
+    })
+    .await
+    .unwrap();
+    let mut exits = Sse::open(&sim, &["voluntary_exit", "head"]).await;
+    assert!(wait_for(5, || sim.open_streams() == 1).await);
+    // The spec tells the same rules the lifecycle follows.
+    let spec: Value = reqwest::get(format!("{}/eth/v1/config/spec", sim.beacon_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["data"]["MAX_SEED_LOOKAHEAD"], "4");
+    assert_eq!(spec["data"]["MIN_VALIDATOR_WITHDRAWABILITY_DELAY"], "3");
+
+    assert!(sim.el_exit(3));
+    assert!(sim.consolidate(5, 6));
+    assert!(
+        !sim.consolidate(7, 7),
+        "a validator cannot consolidate into itself"
+    );
+    sim.advance_epochs(1);
+    for i in [3, 5] {
+        assert_eq!(sim.status(i).as_deref(), Some("active_exiting"), "{i}");
+        let v = http()
+            .post(format!(
+                "{}/eth/v1/beacon/states/head/validators",
+                sim.beacon_url()
+            ))
+            .json(&json!({"ids": [i.to_string()]}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let epoch = |k: &str| -> u64 {
+            v["data"][0]["validator"][k]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (exit, withdrawable) = (epoch("exit_epoch"), epoch("withdrawable_epoch"));
+        // Initiated at the boundary of epoch 1: exit 1 + 5, withdrawable 3 later.
+        assert_eq!((exit, withdrawable), (6, 9), "{i}");
+    }
+    assert_eq!(
+        sim.status(6).as_deref(),
+        Some("active_ongoing"),
+        "the target stays"
+    );
+    // Only heads went by: no voluntary_exit for either.
+    assert!(exits.read_until(5, |b| b.contains("\"slot\":\"4\"")).await);
+    assert!(!exits.buf.contains("voluntary_exit"), "{}", exits.buf);
+    sim.advance_epochs(8);
+    assert_eq!(sim.status(3).as_deref(), Some("withdrawal_possible"));
+    assert_eq!(sim.status(5).as_deref(), Some("withdrawal_possible"));
 }
