@@ -98,6 +98,19 @@ async fn invariant_1_half_written_or_garbage_file_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_is_unassigned_at_withdrawal_and_not_before() {
+    unassigned_at_withdrawal_and_not_before(|sim| sim.exit(2)).await;
+}
+
+/// An execution-layer exit (EIP-7002) and a consolidation's source (EIP-7251)
+/// emit no event: the status check alone must find them, and still not
+/// before withdrawal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_exits_are_unassigned_at_withdrawal_and_not_before() {
+    unassigned_at_withdrawal_and_not_before(|sim| assert!(sim.el_exit(2))).await;
+    unassigned_at_withdrawal_and_not_before(|sim| assert!(sim.consolidate(2, 1))).await;
+}
+
+async fn unassigned_at_withdrawal_and_not_before(exit: impl FnOnce(&keysync_sim::Sim)) {
     let sim = sim(32).await;
     let (_d, dir) = tmp();
     let file = dir.join("ours.txt");
@@ -109,7 +122,7 @@ async fn exit_is_unassigned_at_withdrawal_and_not_before() {
         .unwrap();
     eventually("assigned", T, || active(&sim) == vec![1, 2, 3]).await;
 
-    sim.exit(2);
+    exit(&sim);
     let mut seen_exiting_assigned = false;
     let deadline = std::time::Instant::now() + T;
     loop {
