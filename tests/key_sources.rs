@@ -258,6 +258,14 @@ async fn keystores_dir_and_deposit_data_are_sources() {
     assert!(r.stderr.contains("network_name"), "{}", r.stderr);
     assert_eq!(writes(&sim), 0);
 
+    // The same file in a drop directory: refused the same way.
+    let drop = dir.join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::copy(&hoodi, drop.join("deposit_data-hoodi.json")).unwrap();
+    let r = keysync(&sim, &["diff"], &[("KEYSYNC_INPUT_DIR", p(&drop))]).await;
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("network_name"), "{}", r.stderr);
+
     // A keystores directory with no keystore is not "no validators".
     let empty = dir.join("empty");
     std::fs::create_dir(&empty).unwrap();
@@ -452,4 +460,57 @@ async fn the_daemon_never_logs_or_stores_the_keymanager_token() {
         }
     }
     assert!(scanned > 0, "the store was written");
+}
+
+/// Inputs named relative to the working directory (as the README's
+/// examples name them) are watched: an edit is taken within seconds, not
+/// at the next resync (600 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_input_paths_are_watched() {
+    let sim = sim(32).await;
+    let (_d, dir) = tmp();
+    std::fs::write(dir.join("v.pubkeys"), pubkeys_text(&sim, [1])).unwrap();
+    let sub = dir.join("ks").join(sim.pubkey(2));
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("voting-keystore.json"), keystore(&sim.pubkey(2))).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keysync"))
+        .args([
+            "watch",
+            "--apply",
+            "--pubkeys-file",
+            "v.pubkeys",
+            "--keystores-dir",
+            "ks",
+        ])
+        .current_dir(&dir)
+        .env_clear()
+        .env("KEYSYNC_API_URL", sim.url())
+        .env("KEYSYNC_AUTH_URL", sim.url())
+        .env("KEYSYNC_API_KEY", sim.api_key())
+        .env("KEYSYNC_BEACON_URL", sim.beacon_url())
+        .env("KEYSYNC_DATA_DIR", "state")
+        .env("KEYSYNC_LISTEN", "127.0.0.1:0")
+        .env("KEYSYNC_RESYNC_SECS", "600")
+        .env("KEYSYNC_DEBOUNCE_MS", "50")
+        .env(
+            "KEYSYNC_SYNC_TOLERANCE_SLOTS",
+            SYNC_TOLERANCE_SLOTS.to_string(),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("1, 2 assigned", T, || active(&sim) == vec![1, 2]).await;
+    write_by_rename(&dir.join("v.pubkeys"), &pubkeys_text(&sim, [1, 3]));
+    eventually("the edit taken", T, || active(&sim) == vec![1, 2, 3]).await;
+    let sub = dir.join("ks").join(sim.pubkey(4));
+    std::fs::create_dir_all(&sub).unwrap();
+    write_by_rename(&sub.join("voting-keystore.json"), &keystore(&sim.pubkey(4)));
+    eventually("the new keystore taken", T, || {
+        active(&sim) == vec![1, 2, 3, 4]
+    })
+    .await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
 }

@@ -260,7 +260,9 @@ impl Settings {
                 ),
             ));
         }
-        if matches!(command, Command::Watch(_)) && self.beacon_urls.is_empty() {
+        // The doctor checks the daemon's configuration: the same rule.
+        if matches!(command, Command::Watch(_) | Command::Doctor(_)) && self.beacon_urls.is_empty()
+        {
             return Err(cfg_err(
                 beacon,
                 "is required for watch: the daemon follows the beacon node's events",

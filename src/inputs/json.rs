@@ -33,6 +33,7 @@ struct Fields<'a> {
     pubkey: Option<&'a RawValue>,
     network_name: Option<&'a RawValue>,
     crypto: Option<&'a RawValue>,
+    version: Option<&'a RawValue>,
 }
 
 /// One array element, or the top-level value.
@@ -49,6 +50,7 @@ enum FieldName {
     Pubkey,
     NetworkName,
     Crypto,
+    Version,
     Other,
 }
 
@@ -68,6 +70,7 @@ impl<'de> de::Deserialize<'de> for FieldName {
                     "pubkey" => FieldName::Pubkey,
                     "network_name" => FieldName::NetworkName,
                     "crypto" => FieldName::Crypto,
+                    "version" => FieldName::Version,
                     _ => FieldName::Other,
                 })
             }
@@ -106,6 +109,7 @@ impl<'de> Visitor<'de> for ElementVisitor {
                 FieldName::Pubkey => &mut f.pubkey,
                 FieldName::NetworkName => &mut f.network_name,
                 FieldName::Crypto => &mut f.crypto,
+                FieldName::Version => &mut f.version,
                 FieldName::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -311,10 +315,13 @@ impl Collect<'_> {
 
     /// A keystore: the pubkey is readable without the password.
     fn keystore(&mut self, el: Element<'_>) {
-        if self.shape == Shape::Keystore && !matches!(&el, Element::Object(f) if f.crypto.is_some())
-        {
-            // Not a keystore (no "crypto"): another JSON file of the
-            // validator client's directory, skipped.
+        // In the keystores directory, a keystore is an object with
+        // "crypto" and "version" (EIP-2335); anything else is another JSON
+        // file of the client (Lighthouse's validator_key_cache.json has
+        // "crypto" but no "version" or "pubkey"), skipped.
+        let is_keystore =
+            matches!(&el, Element::Object(f) if f.crypto.is_some() && f.version.is_some());
+        if self.shape == Shape::Keystore && !is_keystore {
             return;
         }
         let s = match el {
@@ -533,9 +540,9 @@ pub(super) fn parse_records(path: &Path, text: &str) -> Result<SourceContent, So
 pub(super) fn parse_deposits(
     path: &Path,
     text: &str,
-    network: &str,
+    network: Option<&str>,
 ) -> Result<SourceContent, SourceError> {
-    parse(path, text, Shape::Deposits, Some(network))
+    parse(path, text, Shape::Deposits, network)
 }
 
 /// A file of the keystores directory: its pubkey if it is a keystore (an
@@ -545,8 +552,13 @@ pub(super) fn parse_keystore(path: &Path, text: &str) -> Result<SourceContent, S
 }
 
 /// A drop-directory JSON file: a keystore, records or deposit data.
-pub(super) fn parse_detect(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
-    parse(path, text, Shape::Detect, None)
+/// Deposit data in it must name `network` when that is given.
+pub(super) fn parse_detect(
+    path: &Path,
+    text: &str,
+    network: Option<&str>,
+) -> Result<SourceContent, SourceError> {
+    parse(path, text, Shape::Detect, network)
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! `keys/`, staking-deposit-cli's `validator_keys/`) or one subdirectory
 //! per validator (Lighthouse's and Nimbus's `validators/0x…/`, Lodestar's
 //! `keystores/0x…/`), so files at depth one and two are read. A `*.json`
-//! file is a keystore when it is an object with `crypto` and `pubkey`; any
-//! other JSON (Lighthouse's `validator_key_cache.json`) and every other
-//! file (passwords, lock files, slashing databases) are skipped with a
-//! debug line. No password is ever read: the pubkey sits beside the
+//! file is a keystore when it is an object with `crypto` and `version`
+//! (and then it must have a valid `pubkey`); any other JSON (Lighthouse's
+//! `validator_key_cache.json`) and every other file (passwords, lock
+//! files, slashing databases) are skipped with a debug line. No password is ever read: the pubkey sits beside the
 //! encrypted secret.
 //!
 //! A `*.json` that is not JSON (a keystore being written) or whose pubkey
@@ -37,7 +37,18 @@ pub fn read_dir(dir: &Path, checks: &Checks) -> Result<SourceContent, SourceErro
                 path: path.clone(),
                 source,
             })?;
-        let content = super::parse_checked(SourceKind::Keystore, &path, &bytes, checks)?;
+        // A blank member is a keystore being written: an error of the
+        // directory, never "this source has no entries" (--allow-empty
+        // waives only a directory with no keystore at all).
+        let content = super::parse_checked(SourceKind::Keystore, &path, &bytes, checks)
+            .map_err(|e| match e {
+                SourceError::Blank { path } => super::err(
+                    &path,
+                    super::Location::File,
+                    "empty (a keystore being written?); the directory's last good content stands in the daemon",
+                ),
+                other => other,
+            })?;
         if content.is_empty() {
             tracing::debug!(path = %path.display(), "not an EIP-2335 keystore (no \"crypto\"): skipped");
             continue;
@@ -143,6 +154,40 @@ mod tests {
         std::fs::write(d.path().join("b.json"), &keystore(PK2)[..40]).unwrap();
         let e = read_dir(d.path(), &Checks::default()).unwrap_err();
         assert!(e.to_string().contains("b.json"), "{e}");
+    }
+
+    #[test]
+    fn a_blank_keystore_fails_the_directory_even_with_allow_empty() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.json"), keystore(PK)).unwrap();
+        let sub = d.path().join(format!("0x{PK2}"));
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("voting-keystore.json"), "").unwrap();
+        let e = read_dir(d.path(), &Checks::default()).unwrap_err();
+        assert!(matches!(e, SourceError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("voting-keystore.json"), "{e}");
+        let inputs = super::super::Inputs {
+            keystores_dir: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert!(
+            super::super::read_all(&inputs, true).is_err(),
+            "--allow-empty does not drop the directory"
+        );
+    }
+
+    #[test]
+    fn lighthouses_key_cache_is_not_a_keystore() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.json"), keystore(PK)).unwrap();
+        // Lighthouse's validator_key_cache.json: encrypted, but no pubkey.
+        std::fs::write(
+            d.path().join("validator_key_cache.json"),
+            r#"{"crypto": {"kdf": {"function": "pbkdf2", "params": {}, "message": ""}, "checksum": {}, "cipher": {}}, "uuids": ["0b4e1a2c-0000-4000-8000-000000000000"]}"#,
+        )
+        .unwrap();
+        let got = read_dir(d.path(), &Checks::default()).unwrap();
+        assert_eq!(got.pubkeys.len(), 1);
     }
 
     #[test]

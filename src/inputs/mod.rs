@@ -55,6 +55,13 @@ pub struct Checks {
     pub verify_pubkeys: bool,
 }
 
+impl Checks {
+    /// The network deposit data must name, when one is configured.
+    pub fn network(&self) -> Option<&str> {
+        Some(self.network.trim()).filter(|n| !n.is_empty())
+    }
+}
+
 /// A keymanager to read: its URL and its token (read from `token_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeymanagerInput {
@@ -72,6 +79,24 @@ impl Inputs {
             || self.keystores_dir.is_some()
             || !self.deposit_data_files.is_empty()
             || !self.keymanagers.is_empty()
+    }
+
+    /// The same inputs with every path made absolute against the working
+    /// directory (not resolved: links stay links). The daemon's file
+    /// watcher reports absolute paths, which a relative path never equals.
+    pub fn absolute(&self) -> Inputs {
+        let abs = |p: &InputPath| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let opt = |p: &Option<InputPath>| p.as_ref().map(abs);
+        Inputs {
+            pubkeys_file: opt(&self.pubkeys_file),
+            index_list_file: opt(&self.index_list_file),
+            indices_file: opt(&self.indices_file),
+            input_dir: opt(&self.input_dir),
+            keystores_dir: opt(&self.keystores_dir),
+            deposit_data_files: self.deposit_data_files.iter().map(abs).collect(),
+            keymanagers: self.keymanagers.clone(),
+            checks: self.checks.clone(),
+        }
     }
 
     /// Whether some input lists pubkeys the beacon node must resolve.
@@ -375,8 +400,8 @@ pub fn parse_checked(
         SourceKind::Pubkeys => text::parse_pubkeys(path, text),
         SourceKind::IndexList => text::parse_index_list(path, text),
         SourceKind::Records => json::parse_records(path, text),
-        SourceKind::Detect => parse_detect(path, text),
-        SourceKind::DepositData => json::parse_deposits(path, text, &checks.network),
+        SourceKind::Detect => parse_detect(path, text, checks.network()),
+        SourceKind::DepositData => json::parse_deposits(path, text, checks.network()),
         SourceKind::Keystore => json::parse_keystore(path, text),
         SourceKind::KeystoresDir | SourceKind::Keymanager => Err(err(
             path,
@@ -422,10 +447,14 @@ fn verify_points(path: &Path, text: &str, content: &SourceContent) -> Result<(),
 
 /// Drop-directory files: JSON (records, deposit data, keystore) or a text
 /// list (pubkeys or indices), told apart by content.
-fn parse_detect(path: &Path, text: &str) -> Result<SourceContent, SourceError> {
+fn parse_detect(
+    path: &Path,
+    text: &str,
+    network: Option<&str>,
+) -> Result<SourceContent, SourceError> {
     match text.trim_start().chars().next() {
         None => Ok(SourceContent::default()),
-        Some('[') | Some('{') => json::parse_detect(path, text),
+        Some('[') | Some('{') => json::parse_detect(path, text, network),
         Some(_) => match text::significant_lines(text).next() {
             None => Ok(SourceContent::default()),
             Some((_, s)) if s.bytes().all(|b| b.is_ascii_digit()) => {

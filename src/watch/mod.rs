@@ -119,9 +119,15 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     }
 
     let (tx, rx) = trigger::channel();
-    let mut inputs = InputSet::restore(settings.inputs.clone(), &store);
+    // Absolute: file events name absolute paths (a relative input would
+    // only ever be seen by the resync's re-read).
+    let mut inputs = InputSet::restore(settings.inputs.absolute(), &store);
     inputs.set_allow_empty(settings.allow_empty);
-    let watcher = watch_files(&inputs, settings.api_key_file.clone(), tx.clone())?;
+    let key_file = settings
+        .api_key_file
+        .as_ref()
+        .map(|k| std::path::absolute(k).unwrap_or_else(|_| k.clone()));
+    let watcher = watch_files(&inputs, key_file, tx.clone())?;
     let cache = store.load_cache();
     tracing::info!(cached_validators = cache.len(), "chain cache loaded");
 
@@ -393,7 +399,18 @@ impl InputFilter {
     fn changed(&self, p: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
         if let Some(k) = self.keystores.as_ref().filter(|k| p.starts_with(k)) {
-            out.push(k.clone());
+            // Keystores and the per-validator directories only: Lighthouse
+            // writes its slashing database there on every attestation.
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let keystore_or_dir = p == k.as_path()
+                || (!crate::inputs::is_ignored_name(&name)
+                    && (name.ends_with(".json") || !name.contains('.')));
+            if keystore_or_dir {
+                out.push(k.clone());
+            }
         }
         if self.files.iter().any(|f| f == p) {
             out.push(p.to_path_buf());
@@ -481,5 +498,36 @@ pub async fn run(settings: Settings) -> Result<u8, Error> {
 async fn wait_finished(d: &Daemon) {
     while d.is_running() {
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_the_keystores_dir_only_keystores_and_directories_count() {
+        let f = InputFilter {
+            files: vec![],
+            resolved: vec![],
+            dir: None,
+            keystores: Some(PathBuf::from("/v")),
+        };
+        let hit = |p: &str| f.changed(Path::new(p)) == vec![PathBuf::from("/v")];
+        assert!(hit("/v/0xab/voting-keystore.json"));
+        assert!(hit("/v/keystore-m_12381_3600_0_0_0-1.json"));
+        assert!(hit("/v/0xab"), "a validator's directory created or removed");
+        assert!(hit("/v"));
+        for quiet in [
+            "/v/slashing_protection.sqlite",
+            "/v/slashing_protection.sqlite-journal",
+            "/v/0xab/voting-keystore.json.lock",
+            "/v/.secrets",
+            "/v/0xab/.voting-keystore.json.swp",
+            "/v/validator_definitions.yml",
+        ] {
+            assert!(f.changed(Path::new(quiet)).is_empty(), "{quiet}");
+        }
+        assert!(f.changed(Path::new("/w/x.json")).is_empty());
     }
 }
