@@ -217,7 +217,8 @@ async fn checks(s: &Settings, r: &mut Report) {
 
     // 5. What the daemon needs of this machine. Run beside the daemon it
     // checks (`kubectl exec`), the store and the address are that daemon's.
-    let running = running_keysync(s.watch.listen, s.timeout).await;
+    let running =
+        store_locked(&s.watch.data_dir) && running_keysync(s.watch.listen, s.timeout).await;
     r.add(data_dir_check(&s.watch.data_dir, running));
     r.add(listen_check(s.watch.listen, running));
 }
@@ -316,39 +317,16 @@ async fn inputs_check(
     let fix = "fix the input named (its file and line are in the message); the daemon would keep its last good content, one-shot would exit 4";
     let mut all = inputs::SourceContent::default();
     let mut ok = true;
-    let blank_ok = |e: &inputs::SourceError| {
-        s.allow_empty
-            && matches!(
-                e,
-                inputs::SourceError::Blank { .. } | inputs::SourceError::NoKeystores { .. }
-            )
-    };
-    for (kind, path) in inputs::configured(&s.inputs) {
+    let drop_dir = s.inputs.input_dir.iter().map(|d| (SourceKind::Detect, d));
+    for (kind, path) in inputs::configured(&s.inputs).chain(drop_dir) {
         let name = format!("input {}", path.display());
-        match inputs::read_checked(kind, path, &s.inputs.checks) {
+        let read = match kind {
+            SourceKind::Detect => inputs::read_drop_dir(path, &s.inputs.checks, s.allow_empty),
+            _ => inputs::read_strict(kind, path, &s.inputs.checks, s.allow_empty),
+        };
+        match read {
             Ok(c) => {
                 r.add(Check::ok(name, describe(kind, &c)));
-                all.extend(&c);
-            }
-            Err(e) if blank_ok(&e) => r.add(Check::ok(name, "no entries (--allow-empty)")),
-            Err(e) => {
-                ok = false;
-                r.add(Check::fail(name, EXIT_CONFIG, e.to_string(), fix));
-            }
-        }
-    }
-    if let Some(dir) = &s.inputs.input_dir {
-        let name = format!("input {}", dir.display());
-        match inputs::read_all(
-            &inputs::Inputs {
-                input_dir: Some(dir.clone()),
-                checks: s.inputs.checks.clone(),
-                ..Default::default()
-            },
-            s.allow_empty,
-        ) {
-            Ok(c) => {
-                r.add(Check::ok(name, describe(SourceKind::Detect, &c)));
                 all.extend(&c);
             }
             Err(e) => {
@@ -469,6 +447,12 @@ async fn plan_check(
     }
 }
 
+/// Whether another process holds the store's lock in `dir`.
+fn store_locked(dir: &Path) -> bool {
+    std::fs::File::open(crate::store::lock_file(dir))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
 /// Whether a keysync daemon answers on `listen` (its `/metrics` serves
 /// `keysync_build_info`).
 async fn running_keysync(listen: std::net::SocketAddr, timeout: Duration) -> bool {
@@ -499,7 +483,8 @@ async fn running_keysync(listen: std::net::SocketAddr, timeout: Duration) -> boo
 }
 
 /// The data directory can be written, and no other keysync holds its
-/// store (the daemon `running` on the listen address may).
+/// store (the daemon `running` here, on the listen address and holding
+/// this store, may).
 fn data_dir_check(dir: &Path, running: bool) -> Check {
     let name = "data dir";
     let fix_dir =
@@ -523,27 +508,25 @@ fn data_dir_check(dir: &Path, running: bool) -> Check {
     }
     let _ = std::fs::remove_file(&probe);
     let db = crate::store::lock_file(dir);
-    if let Ok(f) = std::fs::File::open(&db) {
-        if let Err(std::fs::TryLockError::WouldBlock) = f.try_lock() {
-            if running {
-                return Check::ok(
-                    name,
-                    format!(
-                        "{} writable; the store is held by the keysync watch running here",
-                        dir.display()
-                    ),
-                );
-            }
-            return Check::fail(
+    if store_locked(dir) {
+        if running {
+            return Check::ok(
                 name,
-                EXIT_CONFIG,
                 format!(
-                    "{}: the store is locked by another process (a keysync watch running?)",
+                    "{} writable; the store is held by the keysync watch running here",
                     dir.display()
                 ),
-                "stop the other keysync, or give this one its own KEYSYNC_DATA_DIR",
             );
         }
+        return Check::fail(
+            name,
+            EXIT_CONFIG,
+            format!(
+                "{}: the store is locked by another process (a keysync watch running?)",
+                dir.display()
+            ),
+            "stop the other keysync, or give this one its own KEYSYNC_DATA_DIR",
+        );
     }
     let state = if db.exists() {
         "store present, not locked"

@@ -467,7 +467,10 @@ fn retry_after(resp: &reqwest::Response, now: std::time::SystemTime) -> Option<D
     parse_retry_after(v, now)
 }
 
-fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+/// A `Retry-After` value, relative to `now`. Public for the fuzz tests
+/// (`tests/fuzz.rs`), not an API.
+#[doc(hidden)]
+pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));

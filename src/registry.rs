@@ -313,12 +313,22 @@ impl RegistryClient {
                 call: CALL,
                 failure,
             })?;
+        self.parse_list(&bytes)
+    }
+
+    /// A listing's body (`{"validators"|"assignments": [...]}`, rows
+    /// `{validator_index, chain_id, active}`), parsed row by row into
+    /// borrowed types. Public for the fuzz tests (`tests/fuzz.rs`), not an
+    /// API.
+    #[doc(hidden)]
+    pub fn parse_list(&self, bytes: &[u8]) -> Result<Vec<Assignment>, RegistryError> {
+        const CALL: &str = "GET /api/v1/operators/{op}/validators";
         let malformed = |detail: String| RegistryError::Malformed {
             party: Party::Console,
             call: CALL,
             detail,
         };
-        let body: ListBody<'_> = serde_json::from_slice(&bytes).map_err(|e| {
+        let body: ListBody<'_> = serde_json::from_slice(bytes).map_err(|e| {
             malformed(format!(
                 "not a JSON object ({}): {}",
                 self.http.excerpt(&e.to_string()),

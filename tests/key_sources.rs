@@ -195,6 +195,33 @@ async fn keymanager_tables_in_the_config_file_add_up() {
     let r = keysync(&sim, &["diff"], &env).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout, plan_of(&[4, 5, 7]));
+
+    // The URL and its token file are a pair: a variable's URL with the
+    // file's token would send that token to another keymanager.
+    std::fs::write(
+        &config,
+        format!(
+            "keymanager_url = \"{}\"\nkeymanager_token_file = \"{token}\"\n",
+            sim.keymanager_url()
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("KEYSYNC_CONFIG", p(&config)),
+        (
+            "KEYSYNC_KEYMANAGER_URL",
+            "https://other-validator-client:5062",
+        ),
+    ];
+    let r = keysync(&sim, &["diff"], &env).await;
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("KEYSYNC_KEYMANAGER_URL and "),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("keymanager_token_file"), "{}", r.stderr);
+    assert_eq!(sim.count(Route::Keystores), 1, "only the first run read it");
 }
 
 fn keystore(pubkey_hex: &str) -> String {

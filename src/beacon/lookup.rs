@@ -298,6 +298,29 @@ impl BeaconClient {
         }
     }
 
+    /// A validators answer (`{"data": [...]}`) as [`parse_validators`]
+    /// reads it for the first endpoint, then checked as a whole answer is
+    /// ([`consistent`]): the parser's public face for the fuzz tests
+    /// (`tests/fuzz.rs`), not an API.
+    ///
+    /// [`parse_validators`]: Self::parse_validators
+    #[doc(hidden)]
+    pub fn parse_validators_answer(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Vec<BeaconValidator>, BeaconError> {
+        const CALL: &str = "POST /eth/v1/beacon/states/head/validators";
+        let Some(ep) = self.endpoints.first() else {
+            return Err(super::no_url());
+        };
+        let out = self.parse_validators(ep, CALL, bytes)?;
+        consistent(&out).map_err(|detail| BeaconError::Inconsistent {
+            url: display(&ep.url),
+            detail,
+        })?;
+        Ok(out)
+    }
+
     fn parse_validators(
         &self,
         ep: &Endpoint,

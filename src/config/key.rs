@@ -73,6 +73,14 @@ pub(super) fn keymanagers(l: &Layers<'_>) -> Result<Vec<KeymanagerInput>, Config
                 format!("is set without {}", env("keymanager_url")),
             ))
         }
+        // A pair: a URL from one layer with the token of another would send
+        // one keymanager's token to another keymanager.
+        (Some((_, uo)), Some((_, fo))) if uo.rank() != fo.rank() => {
+            return Err(cfg_err(
+                format!("{uo} and {fo}"),
+                "set the keymanager URL and its token file together, at the same level (both flags, both variables or both in the file): from different levels, one keymanager's token could go to another",
+            ))
+        }
         (Some((url, uo)), Some((file, fo))) => out.push(keymanager(&url, &uo, file, &fo)?),
     }
     if let Some((path, tables)) = l.keymanager_tables() {

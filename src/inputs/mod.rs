@@ -526,30 +526,62 @@ pub fn configured(inputs: &Inputs) -> impl Iterator<Item = (SourceKind, &PathBuf
 /// file are errors unless `allow_empty` (`--allow-empty`) says emptying is
 /// meant; then they contribute nothing.
 pub fn read_all(inputs: &Inputs, allow_empty: bool) -> Result<SourceContent, SourceError> {
-    let blank_ok = |r: Result<SourceContent, SourceError>| match r {
+    let mut all = SourceContent::default();
+    for (kind, path) in configured(inputs) {
+        all.extend(&read_strict(kind, path, &inputs.checks, allow_empty)?);
+    }
+    if let Some(dir) = &inputs.input_dir {
+        all.extend(&read_drop_dir(dir, &inputs.checks, allow_empty)?);
+    }
+    Ok(all)
+}
+
+/// One configured source, read strictly (one-shot commands, doctor): a
+/// source with no entries is an error unless `allow_empty`.
+pub fn read_strict(
+    kind: SourceKind,
+    path: &Path,
+    checks: &Checks,
+    allow_empty: bool,
+) -> Result<SourceContent, SourceError> {
+    blank_ok(read_checked(kind, path, checks), allow_empty)
+}
+
+/// The drop directory, read strictly: every file, and a directory with no
+/// input file is an error unless `allow_empty`.
+pub fn read_drop_dir(
+    dir: &Path,
+    checks: &Checks,
+    allow_empty: bool,
+) -> Result<SourceContent, SourceError> {
+    let files = dir_files(dir)?;
+    if files.is_empty() {
+        if !allow_empty {
+            return Err(SourceError::EmptyDir {
+                path: dir.to_path_buf(),
+            });
+        }
+        tracing::warn!(dir = %dir.display(), "the drop directory has no input file (--allow-empty)");
+    }
+    let mut all = SourceContent::default();
+    for p in files {
+        all.extend(&blank_ok(read_dropped_checked(&p, checks), allow_empty)?);
+    }
+    Ok(all)
+}
+
+/// With `allow_empty`, a source with no entries contributes nothing.
+fn blank_ok(
+    r: Result<SourceContent, SourceError>,
+    allow_empty: bool,
+) -> Result<SourceContent, SourceError> {
+    match r {
         Err(SourceError::Blank { path } | SourceError::NoKeystores { path }) if allow_empty => {
             tracing::warn!(path = %path.display(), "input has no entries (--allow-empty)");
             Ok(SourceContent::default())
         }
         other => other,
-    };
-    let mut all = SourceContent::default();
-    for (kind, path) in configured(inputs) {
-        all.extend(&blank_ok(read_checked(kind, path, &inputs.checks))?);
     }
-    if let Some(dir) = &inputs.input_dir {
-        let files = dir_files(dir)?;
-        if files.is_empty() {
-            if !allow_empty {
-                return Err(SourceError::EmptyDir { path: dir.clone() });
-            }
-            tracing::warn!(dir = %dir.display(), "the drop directory has no input file (--allow-empty)");
-        }
-        for p in files {
-            all.extend(&blank_ok(read_dropped_checked(&p, &inputs.checks))?);
-        }
-    }
-    Ok(all)
 }
 
 #[cfg(test)]

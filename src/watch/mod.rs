@@ -323,7 +323,17 @@ fn watch_files(
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
         })
         .map_err(|e| Error::Runtime(format!("cannot start the file watcher: {e}")))?;
-    let recursive = inputs.keystores_dir().map(Path::to_path_buf);
+    // A keystores directory not there yet (a volume mounted late) is the
+    // input's problem, not the daemon's: its last good content stands and
+    // /ready says so; it is re-read at every resync, and watched from the
+    // next start.
+    let recursive = inputs.keystores_dir().map(Path::to_path_buf).filter(|k| {
+        let there = k.is_dir();
+        if !there {
+            tracing::warn!(dir = %k.display(), "the keystores directory is not there: it is re-read at every resync, and watched once keysync restarts with it in place");
+        }
+        there
+    });
     for (d, mode) in dirs
         .iter()
         .map(|d| (d, RecursiveMode::NonRecursive))

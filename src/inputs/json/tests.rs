@@ -153,7 +153,7 @@ fn same(text: &str) {
     );
     if text.trim_start().starts_with(['[', '{']) {
         assert_eq!(
-            show(parse_detect(path, text)),
+            show(parse_detect(path, text, None)),
             show(oracle::parse_detect(path, text)),
             "detect: {text}"
         );
