@@ -541,3 +541,35 @@ async fn relative_input_paths_are_watched() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// A keymanager whose `remotekeys` starts answering 404 after serving keys
+/// (a proxy misroute, a client restarted without its signer) has not
+/// deleted them: they stay assigned, the read counts as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_keys_are_kept_when_remotekeys_turns_404() {
+    let sim = sim(32).await;
+    let (_d, dir) = tmp();
+    sim.keymanager_set_local([0u64, 1]);
+    sim.keymanager_set_remote([5u64]);
+    let mut c = watch_common(&sim, None);
+    c.keymanager_url = Some(sim.keymanager_url());
+    c.keymanager_token_file = Some(token_file(&dir, &sim.keymanager_token()).into());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("0, 1, 5 assigned", T, || active(&sim) == vec![0, 1, 5]).await;
+    let errors = || daemon.metrics.get("keysync_source_errors_total", &[]);
+    let before = errors();
+    sim.keymanager_remotekeys_404(true);
+    eventually("the 404 counted as a failed read", T, || {
+        errors() >= before + 2.0
+    })
+    .await;
+    assert_eq!(active(&sim), vec![0, 1, 5]);
+    assert_eq!(sim.count(Route::Unassign), 0);
+    // Served again, without 5: now it is gone on purpose.
+    sim.keymanager_set_remote(Vec::<u64>::new());
+    sim.keymanager_remotekeys_404(false);
+    eventually("5 unassigned", T, || active(&sim) == vec![0, 1]).await;
+    daemon.stop().await.unwrap();
+}

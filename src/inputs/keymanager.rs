@@ -6,7 +6,8 @@
 //! both with `Authorization: Bearer <token>`), their parsing, and the mapping
 //! of their failures to [`KeymanagerError`]. The desired pubkeys are the
 //! union of both lists, deduplicated and sorted. A `remotekeys` answering
-//! 404 (a client without remote-signer support) is an empty remote list;
+//! 404 (a client without remote-signer support) is an empty remote list
+//! (the daemon refuses that from a keymanager that served the list before);
 //! any other failure of either call fails the whole read — a partial list
 //! is never returned, since a key left out would be unassigned.
 //!
@@ -21,7 +22,8 @@
 //! so room for ~300,000 keys; a keymanager with 100,000 keys answers ~15 MB),
 //! or the limit set with [`KeymanagerClient::with_body_limit`]. Parsing holds
 //! the body plus a 16-byte slice per entry, never a tree of the answer.
-//! Does not decide what an empty answer means: that is the caller's.
+//! [`read_one`] decides what an input makes of an answer with no key at
+//! all: an error unless `--allow-empty`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -147,6 +149,11 @@ pub enum KeymanagerError {
     /// `--allow-empty` (the caller decides, see [`read_all`]).
     #[error("the keymanager at {url} lists no key (a validator client still starting, or the wrong one?); if it is meant to hold none, pass --allow-empty")]
     NoKeys { url: String },
+    /// `remotekeys` answered 404 where it listed keys before: a proxy
+    /// routing elsewhere, or a client restarted without its remote signer
+    /// looks like this; its remote keys are not taken as deleted.
+    #[error("the keymanager at {url} answered 404 to GET /eth/v1/remotekeys, which it served before: its remote keys are kept until it serves that list again (check the validator client's remote signer configuration and any proxy in front of it; if the remote signer was removed on purpose, restart keysync)")]
+    RemoteKeysGone { url: String },
 }
 
 /// The bytes an entry is reckoned at when telling a limit in keys.
@@ -179,7 +186,8 @@ impl KeymanagerError {
             | KeymanagerError::TooLarge { url, .. }
             | KeymanagerError::Malformed { url, .. }
             | KeymanagerError::BadPubkey { url, .. }
-            | KeymanagerError::NoKeys { url } => url,
+            | KeymanagerError::NoKeys { url }
+            | KeymanagerError::RemoteKeysGone { url } => url,
         }
     }
 
@@ -193,6 +201,7 @@ impl KeymanagerError {
             | KeymanagerError::Malformed { call, .. }
             | KeymanagerError::BadPubkey { call, .. } => call,
             KeymanagerError::NoKeys { .. } => KeyList::Keystores.call(),
+            KeymanagerError::RemoteKeysGone { .. } => KeyList::Remotekeys.call(),
         }
     }
 
@@ -217,13 +226,22 @@ pub async fn read_one(
     client: &KeymanagerClient,
     allow_empty: bool,
 ) -> Result<Vec<Pubkey>, KeymanagerError> {
-    let keys = client.pubkeys().await?;
-    if keys.is_empty() && !allow_empty {
+    read_lists(client, allow_empty).await.map(|l| l.union())
+}
+
+/// [`read_one`], keeping both lists apart (the daemon remembers whether
+/// `remotekeys` is served).
+pub async fn read_lists(
+    client: &KeymanagerClient,
+    allow_empty: bool,
+) -> Result<KeyLists, KeymanagerError> {
+    let lists = client.lists().await?;
+    if lists.local.is_empty() && lists.remote.is_empty() && !allow_empty {
         return Err(KeymanagerError::NoKeys {
             url: client.url().to_string(),
         });
     }
-    Ok(keys)
+    Ok(lists)
 }
 
 /// Reads every keymanager (concurrently) for a one-shot command: the

@@ -62,6 +62,8 @@ pub async fn poll(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last: Vec<Option<u64>> = vec![None; clients.len()];
+    // Whether each served `remotekeys` at its last good read.
+    let mut remote_served: Vec<bool> = vec![false; clients.len()];
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -74,11 +76,25 @@ pub async fn poll(
             biased;
             _ = super::scheduler::requested(&mut shutdown) => return,
             r = futures_util::future::join_all(
-                clients.iter().map(|c| crate::inputs::keymanager::read_one(c, allow_empty)),
+                clients.iter().map(|c| crate::inputs::keymanager::read_lists(c, allow_empty)),
             ) => r,
         };
         let mut wake = false;
         for (i, (read, url)) in reads.into_iter().zip(&urls).enumerate() {
+            // A 404 where the list was served is a failed read, not
+            // "every remote key deleted".
+            let read = match read {
+                Ok(l) if remote_served[i] && !l.remote_supported => {
+                    Err(KeymanagerError::RemoteKeysGone {
+                        url: clients[i].url().to_string(),
+                    })
+                }
+                Ok(l) => {
+                    remote_served[i] = l.remote_supported;
+                    Ok(l.union())
+                }
+                Err(e) => Err(e),
+            };
             let print = read.as_ref().ok().map(|k| fingerprint(k));
             // A failure always: the pass logs and counts it.
             if print.is_none() || print != last[i] {
