@@ -302,10 +302,25 @@ impl InputSet {
                 removed,
             });
         }
+        // --verify-pubkeys: only what the change added is checked (below).
+        let checks = super::Checks {
+            verify_pubkeys: false,
+            ..self.inputs.checks.clone()
+        };
         let read = if in_dir {
-            super::read_dropped_checked(path, &self.inputs.checks)
+            super::read_dropped_checked(path, &checks)
         } else {
-            super::read_checked(kind, path, &self.inputs.checks)
+            super::read_checked(kind, path, &checks)
+        };
+        let read = match read {
+            Ok(content) if self.inputs.checks.verify_pubkeys => {
+                let verified = match self.entries.get(path).filter(|e| e.known) {
+                    Some(e) => super::verify_added(path, &content.delta_from(&e.content).added),
+                    None => super::verify_added(path, &content),
+                };
+                verified.map(|()| content)
+            }
+            other => other,
         };
         let read = match read {
             Err(SourceError::NoKeystores { .. }) if self.allow_empty => {
@@ -580,5 +595,60 @@ mod tests {
             "/in/0: broken; /in/1: broken; /in/2: broken; /in/3: broken; /in/4: broken; and 2 more"
         );
         assert_eq!(set.failing().len(), 7);
+    }
+
+    struct NoStore;
+
+    impl Keep for NoStore {
+        fn load_source(&self, _: &str) -> Option<SourceContent> {
+            None
+        }
+        fn source_keys(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn save_source(&self, _: &str, _: &SourceContent) -> Result<usize, String> {
+            Ok(0)
+        }
+        fn remove_source(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// Interop validators 0 and 1: valid G1 points.
+    const K0: &str = "a99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
+    const K1: &str = "b89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b";
+
+    #[test]
+    fn verify_pubkeys_checks_what_a_change_adds_and_keeps_the_last_good_content() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("v.pubkeys");
+        std::fs::write(&file, format!("{K0}\n")).unwrap();
+        let inputs = Inputs {
+            pubkeys_file: Some(file.clone()),
+            checks: super::super::Checks {
+                verify_pubkeys: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let metrics = Metrics::new();
+        let mut set = InputSet::restore(inputs, &NoStore);
+        set.reload_all(&NoStore, &metrics);
+        assert_eq!(set.content().pubkeys.len(), 1);
+        // A typo that keeps length and hex: refused, the last good stands.
+        let typo = format!("{}d", &K0[..K0.len() - 1]);
+        std::fs::write(&file, format!("{K0}\n{typo}\n")).unwrap();
+        assert!(set.reload(&file, &NoStore, &metrics).is_none());
+        assert_eq!(set.content().pubkeys.len(), 1);
+        let why = set.unreadable().unwrap();
+        assert!(
+            why.contains("is not a BLS pubkey") && why.contains(&typo),
+            "{why}"
+        );
+        // Fixed: the added key is checked and taken.
+        std::fs::write(&file, format!("{K0}\n{K1}\n")).unwrap();
+        let delta = set.reload(&file, &NoStore, &metrics).unwrap();
+        assert_eq!(delta.added.pubkeys.len(), 1);
+        assert_eq!(set.unreadable(), None);
     }
 }

@@ -429,20 +429,36 @@ fn verify_points(path: &Path, text: &str, content: &SourceContent) -> Result<(),
             Location::Element(i)
         }
     };
+    match first_invalid(content) {
+        Some((i, e)) => Err(err(path, at(i), e)),
+        None => Ok(()),
+    }
+}
+
+/// The first pubkey of `content` (pubkeys, then records' keys) that is not
+/// a valid BLS12-381 G1 point: its position and what to say of it.
+fn first_invalid(content: &SourceContent) -> Option<(usize, String)> {
     let keys = content
         .pubkeys
         .iter()
         .chain(content.records.iter().map(|r| &r.validator_key));
-    for (i, pk) in keys.enumerate() {
-        if let Err(why) = crate::bls::is_valid_pubkey(&pk.0) {
-            return Err(err(
-                path,
-                at(i),
+    keys.enumerate().find_map(|(i, pk)| {
+        crate::bls::is_valid_pubkey(&pk.0).err().map(|why| {
+            (
+                i,
                 format!("{pk} is not a BLS pubkey: {why} (--verify-pubkeys)"),
-            ));
-        }
+            )
+        })
+    })
+}
+
+/// `--verify-pubkeys` for what a change added to an input (the daemon:
+/// a million-key file is not checked again for one appended line).
+pub fn verify_added(path: &Path, added: &SourceContent) -> Result<(), SourceError> {
+    match first_invalid(added) {
+        Some((_, e)) => Err(err(path, Location::File, e)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Drop-directory files: JSON (records, deposit data, keystore) or a text
