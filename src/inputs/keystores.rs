@@ -66,9 +66,12 @@ pub fn read_dir(dir: &Path, checks: &Checks) -> Result<SourceContent, SourceErro
 
 /// The `*.json` files under `dir`, down to depth two.
 fn list(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-    let fail = |message: String| SourceError::Dir {
-        path: dir.to_path_buf(),
-        message,
+    let fail = |message: String| {
+        super::err(
+            dir,
+            super::Location::File,
+            format!("cannot list the keystores directory: {message}"),
+        )
     };
     let entries = std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))?;
     for entry in entries {

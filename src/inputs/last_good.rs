@@ -1,4 +1,5 @@
-//! The daemon's view of its input files: the last good content of each.
+//! The daemon's view of its inputs: the last good content of each file,
+//! of the keystores directory and of each keymanager's key list.
 //!
 //! Owns safety invariant 1 for the daemon: an input that cannot be read or
 //! parsed keeps its last good content (from memory or the store), is logged
@@ -549,7 +550,7 @@ impl Event for SourceFailed<'_> {
     }
 
     fn log(&self) {
-        tracing::error!(target: "keysync::inputs::last_good", error = %self.error, path = %self.path.display(), kept = self.kept, "input file cannot be used; keeping its last good content");
+        tracing::error!(target: "keysync::inputs::last_good", error = %self.error, input = %self.path.display(), kept = self.kept, "input cannot be used; keeping its last good content");
     }
 }
 
