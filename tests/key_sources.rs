@@ -573,3 +573,34 @@ async fn remote_keys_are_kept_when_remotekeys_turns_404() {
     eventually("5 unassigned", T, || active(&sim) == vec![0, 1]).await;
     daemon.stop().await.unwrap();
 }
+
+/// A regenerated token file (the validator client rotated its token) is
+/// used from the next poll on, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_keymanager_token_file_is_used_without_a_restart() {
+    let sim = sim(32).await;
+    let (_d, dir) = tmp();
+    sim.keymanager_set_local([0u64, 1]);
+    let token_path = token_file(&dir, &sim.keymanager_token());
+    let mut c = watch_common(&sim, None);
+    c.keymanager_url = Some(sim.keymanager_url());
+    c.keymanager_token_file = Some(token_path.clone().into());
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("0, 1 assigned", T, || active(&sim) == vec![0, 1]).await;
+    // The client rotates its token: reads are refused until the file has it.
+    let errors = || daemon.metrics.get("keysync_source_errors_total", &[]);
+    let before = errors();
+    let rotated = "km_rotated_token_fedcba9876543210";
+    sim.set_keymanager_token(rotated);
+    sim.keymanager_set_local([0u64, 1, 2]);
+    eventually("the refusals counted", T, || errors() >= before + 1.0).await;
+    assert_eq!(active(&sim), vec![0, 1]);
+    write_by_rename(Path::new(&token_path), rotated);
+    eventually("2 assigned with the new token", T, || {
+        active(&sim) == vec![0, 1, 2]
+    })
+    .await;
+    daemon.stop().await.unwrap();
+}

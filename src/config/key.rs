@@ -116,21 +116,32 @@ fn keymanager(
     file_origin: &Origin,
 ) -> Result<KeymanagerInput, ConfigError> {
     let url = super::urls::secret_url(url, url_origin)?;
-    let token = read_secret_file(&token_file, file_origin, "keymanager token file")?;
-    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(cfg_err(
-            file_origin,
-            format!(
-                "the keymanager token file {} holds whitespace or control characters inside the token",
-                token_file.display()
-            ),
-        ));
-    }
+    let token = read_token_file(&token_file, file_origin)?;
     Ok(KeymanagerInput {
         url,
         token_file,
-        token: Secret::new(token),
+        token,
     })
+}
+
+/// Reads a keymanager token file again (the daemon, when it changed: a
+/// regenerated `api-token.txt`), with every check of the start.
+pub fn reread_token_file(path: &Path) -> Result<Secret, ConfigError> {
+    read_token_file(path, &Origin::Flag(&spec("keymanager_token_file").flag))
+}
+
+fn read_token_file(path: &Path, origin: &Origin) -> Result<Secret, ConfigError> {
+    let token = read_secret_file(path, origin, "keymanager token file")?;
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(cfg_err(
+            origin,
+            format!(
+                "the keymanager token file {} holds whitespace or control characters inside the token",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Secret::new(token))
 }
 
 /// The checks every API key passes, wherever it came from.

@@ -40,7 +40,7 @@ pub use self::cli::{
     DEFAULT_NETWORK, DEFAULT_RESYNC_SECS, DEFAULT_SLOT_MS, DEFAULT_WRITES_PER_SECOND,
     MAX_HTTP_ATTEMPTS,
 };
-pub use self::key::reread_key_file;
+pub use self::key::{reread_key_file, reread_token_file};
 pub(crate) use self::layers::early;
 pub use self::layers::{AllFlags, Origin, SourceOf};
 

@@ -44,6 +44,8 @@ pub struct Controller {
     pub inputs: InputSet,
     /// The keymanagers' latest reads, taken by the next pass.
     pub keymanagers: super::keymanagers::Mailbox,
+    /// The keymanagers' clients (sharing their tokens with the poll task's).
+    pub keymanager_clients: Vec<crate::inputs::keymanager::KeymanagerClient>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -422,6 +424,7 @@ impl Controller {
     /// A file that cannot be used, or a key of another operator, leaves the
     /// key in use as it is, loudly.
     async fn reread_key(&mut self) {
+        self.reread_tokens();
         let Some(path) = self.settings.api_key_file.clone() else {
             return;
         };
@@ -450,6 +453,26 @@ impl Controller {
             }
         }
         tracing::info!(file = %path.display(), "the API key file changed: the new key is used from now on");
+    }
+
+    /// Re-reads each keymanager's token file: a changed token is used from
+    /// the next poll on (the clients share it with the poll task); one that
+    /// cannot be used leaves the token read before in use.
+    fn reread_tokens(&mut self) {
+        let kms = &mut self.settings.inputs.keymanagers;
+        for (km, client) in kms.iter_mut().zip(&self.keymanager_clients) {
+            match crate::settings::reread_token_file(&km.token_file) {
+                Ok(t) if t == km.token => {}
+                Ok(t) => {
+                    client.set_token(t.clone());
+                    km.token = t;
+                    tracing::info!(keymanager = %client.url(), file = %km.token_file.display(), "the keymanager token file changed: the new token is used from now on");
+                }
+                Err(e) => {
+                    tracing::error!(keymanager = %client.url(), error = %e, "the keymanager token file changed but cannot be used; the token read before stays in use");
+                }
+            }
+        }
     }
 
     /// Publishes what the pass learned of the beacon node's sync state:

@@ -123,11 +123,14 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     // only ever be seen by the resync's re-read).
     let mut inputs = InputSet::restore(settings.inputs.absolute(), &store);
     inputs.set_allow_empty(settings.allow_empty);
-    let key_file = settings
+    // The secrets' files: the API key's and each keymanager token's.
+    let secret_files: Vec<PathBuf> = settings
         .api_key_file
-        .as_ref()
-        .map(|k| std::path::absolute(k).unwrap_or_else(|_| k.clone()));
-    let watcher = watch_files(&inputs, key_file, tx.clone())?;
+        .iter()
+        .chain(settings.inputs.keymanagers.iter().map(|k| &k.token_file))
+        .map(|k| std::path::absolute(k).unwrap_or_else(|_| k.clone()))
+        .collect();
+    let watcher = watch_files(&inputs, secret_files, tx.clone())?;
     let cache = store.load_cache();
     tracing::info!(cached_validators = cache.len(), "chain cache loaded");
 
@@ -168,10 +171,11 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             )));
         }
         let mailbox = keymanagers::Mailbox::default();
-        if !task_settings.inputs.keymanagers.is_empty() {
-            let kms = &task_settings.inputs.keymanagers;
+        let kms = &task_settings.inputs.keymanagers;
+        let km_clients = crate::inputs::keymanager::clients(&rec.http, kms);
+        if !kms.is_empty() {
             aux.push(tokio::spawn(keymanagers::poll(
-                crate::inputs::keymanager::clients(&rec.http, kms),
+                km_clients.clone(),
                 kms.iter().map(|k| k.url.clone()).collect(),
                 task_settings.watch.keymanager_poll,
                 task_settings.allow_empty,
@@ -200,6 +204,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             store,
             inputs,
             keymanagers: mailbox,
+            keymanager_clients: km_clients,
             limiter: crate::apply::write_limiter(task_settings.watch.writes_per_second),
             settings: task_settings,
             metrics: task_metrics,
@@ -284,11 +289,11 @@ async fn resync_timer(every: Duration, tx: Triggers, mut shutdown: watch::Receiv
 /// configured file resolves to; every relevant change is a trigger.
 fn watch_files(
     inputs: &InputSet,
-    key_file: Option<PathBuf>,
+    secret_files: Vec<PathBuf>,
     tx: Triggers,
 ) -> Result<Option<notify::RecommendedWatcher>, Error> {
     let filter = InputFilter::from(inputs);
-    let key = key_file.map(|k| InputFilter::of_files(vec![k]));
+    let key = (!secret_files.is_empty()).then(|| InputFilter::of_files(secret_files));
     let mut dirs = inputs.watch_dirs();
     dirs.extend(filter.resolved_dirs());
     if let Some(k) = &key {

@@ -36,7 +36,8 @@ pub enum Trigger {
     Retry,
     /// Removals were held for want of a synced beacon node: look again.
     Recheck,
-    /// The API key file changed (a rotated Secret or credential).
+    /// A secret's file changed (the API key's, a keymanager token's: a
+    /// rotated Secret or credential, a regenerated api-token.txt).
     KeyFile,
     /// A keymanager's key list changed, or could not be read: its read
     /// waits in the [`super::keymanagers::Mailbox`].
