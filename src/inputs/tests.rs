@@ -234,3 +234,17 @@ fn non_utf8_is_an_error_with_a_line() {
     let e = parse(SourceKind::Pubkeys, Path::new("f"), b"a\nb\n\xff\n").unwrap_err();
     assert_eq!(e.to_string(), "f:3: not UTF-8 text");
 }
+
+#[test]
+fn a_long_bad_line_is_quoted_cut() {
+    let line = "0x".to_string() + &"z".repeat(1 << 20);
+    for kind in [SourceKind::Pubkeys, SourceKind::IndexList] {
+        let e = parse(kind, Path::new("/etc/keysync/list"), line.as_bytes()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.len() < 400, "{kind:?}: a {} byte error", text.len());
+        assert!(
+            text.contains("/etc/keysync/list:1") && text.contains("(1048578 bytes)"),
+            "{text}"
+        );
+    }
+}

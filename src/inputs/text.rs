@@ -74,7 +74,7 @@ fn pubkey_lines(path: &Path, text: &str) -> Result<Vec<Pubkey>, SourceError> {
     for (line, s) in significant_lines(text) {
         let pk = s
             .parse::<Pubkey>()
-            .map_err(|e| err(path, Location::Line(line), format!("{e}: {s:?}")))?;
+            .map_err(|e| err(path, Location::Line(line), format!("{e}: {}", shown(s))))?;
         out.push(pk);
     }
     Ok(out)
@@ -84,12 +84,27 @@ fn pubkey_lines(path: &Path, text: &str) -> Result<Vec<Pubkey>, SourceError> {
 /// digits are errors, so a typo never becomes a plausible index.
 fn parse_index(s: &str) -> Result<ValidatorIndex, String> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        decimal(s).ok_or_else(|| format!("validator index out of range: {s:?}"))
+        decimal(s).ok_or_else(|| format!("validator index out of range: {}", shown(s)))
     } else {
         Err(format!(
-            "not a validator index (plain decimal digits only): {s:?}"
+            "not a validator index (plain decimal digits only): {}",
+            shown(s)
         ))
     }
+}
+
+/// Lines longer than this are quoted cut (a bad line of a megabyte must
+/// not make a megabyte of error, logged at every re-read).
+const SHOWN_MAX: usize = 128;
+
+/// A line as an error quotes it: whole, or its first 64 characters and its
+/// length, as JSON inputs quote a long value.
+fn shown(s: &str) -> String {
+    if s.len() <= SHOWN_MAX {
+        return format!("{s:?}");
+    }
+    let cut: String = s.chars().take(64).collect();
+    format!("{cut:?}… ({} bytes)", s.len())
 }
 
 /// Indices below this are kept once per file (a 125 KiB bitmap): a line of
