@@ -2650,19 +2650,3 @@ fn bug_an_ignorable_sse_field_line_ends_the_session() {
         );
     }
 }
-
-/// A bad line of a pubkeys or index list is quoted whole in the error
-/// (`{s:?}` in src/inputs/text.rs), however long: a 1 MiB line makes a
-/// 1 MiB error, logged on every re-read by the daemon. JSON inputs cut a
-/// quoted value over 1 KiB to 64 characters (`shown` in
-/// src/inputs/json.rs).
-#[test]
-#[ignore = "bug: a bad line of a text list is quoted whole in its error, however long (src/inputs/text.rs)"]
-fn bug_a_long_bad_line_is_quoted_whole() {
-    let line = "0x".to_string() + &"z".repeat(1 << 20);
-    for kind in [SourceKind::Pubkeys, SourceKind::IndexList] {
-        let e = parse(kind, Path::new("/etc/keysync/list"), line.as_bytes()).unwrap_err();
-        let text = e.to_string();
-        assert!(text.len() <= 2_048, "{kind:?}: a {} byte error", text.len());
-    }
-}
