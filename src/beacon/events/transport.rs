@@ -156,12 +156,28 @@ impl<T: HttpTransport> HttpTransport for Bounded<T> {
 
 /// A response body that fails (once, then ends) as soon as a line or an
 /// event passes its limit, and that repairs invalid UTF-8.
+///
+/// It also starts the stream with [`PRIME`], an empty `id:` in an event of
+/// its own (dispatched as nothing). eventsource-client 0.18.0 takes a
+/// block of lines the SSE rules say to ignore (an unknown field, an empty
+/// `event:`, a `retry:` that is not a number) as an invalid event and ends
+/// the stream, unless an `id:` has been seen; after one, such a block is
+/// ignored as the rules say. keysync reads no event ids and follows no
+/// `Last-Event-ID` (its reconnects are its own), so the empty id changes
+/// nothing else. A byte order mark the server sends first is kept first.
 pub struct BoundedBody {
     inner: ByteStream,
     framing: Framing,
     utf8: Utf8Repair,
     done: bool,
+    primed: bool,
 }
+
+/// What [`BoundedBody`] sends before the server's first bytes.
+pub const PRIME: &[u8] = b"id:\n\n";
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl BoundedBody {
     pub fn new(inner: ByteStream, limit: usize) -> Self {
@@ -170,7 +186,18 @@ impl BoundedBody {
             framing: Framing::new(limit),
             utf8: Utf8Repair::default(),
             done: false,
+            primed: false,
         }
+    }
+
+    /// The first chunk, [`PRIME`] put in front (after a BOM, if any).
+    fn prime(&mut self, chunk: Bytes) -> Bytes {
+        self.primed = true;
+        let (bom, rest) = match chunk.strip_prefix(BOM) {
+            Some(rest) => (BOM, rest),
+            None => (&b""[..], &chunk[..]),
+        };
+        Bytes::from([bom, PRIME, rest].concat())
     }
 }
 
@@ -185,7 +212,15 @@ impl Stream for BoundedBody {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let chunk = this.utf8.repair(chunk);
+                // The server's bytes are bounded; the prime is ours (and
+                // ends in a blank line, so the count starts afresh after it).
                 match this.framing.scan(&chunk) {
+                    // The first bytes, not the first chunk: a chunk that is
+                    // only the start of a character (a byte order mark cut
+                    // in two) comes out empty, and the mark must stay first.
+                    Ok(()) if !this.primed && !chunk.is_empty() => {
+                        Poll::Ready(Some(Ok(this.prime(chunk))))
+                    }
                     Ok(()) => Poll::Ready(Some(Ok(chunk))),
                     Err(e) => {
                         this.done = true;
