@@ -456,17 +456,10 @@ fn store_locked(dir: &Path) -> bool {
 /// Whether a keysync daemon answers on `listen` (its `/metrics` serves
 /// `keysync_build_info`).
 async fn running_keysync(listen: std::net::SocketAddr, timeout: Duration) -> bool {
-    let mut addr = listen;
-    if addr.port() == 0 {
+    if listen.port() == 0 {
         return false;
     }
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    let addr = crate::watch::ops::reachable(listen);
     let Ok(client) = reqwest::Client::builder()
         .timeout(timeout.min(Duration::from_secs(5)))
         .build()

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{file, is_ignored_name, Checks, SourceContent, SourceError, SourceKind};
+use super::{is_ignored_name, Checks, SourceContent, SourceError, SourceKind};
 
 /// The largest keystore read (real ones are about 1 KB).
 pub const KEYSTORE_MAX_BYTES: u64 = 1 << 20;
@@ -32,11 +32,7 @@ pub fn read_dir(dir: &Path, checks: &Checks) -> Result<SourceContent, SourceErro
     let mut out = SourceContent::default();
     let mut keystores = 0usize;
     for path in files {
-        let bytes =
-            file::read_regular(&path, KEYSTORE_MAX_BYTES).map_err(|source| SourceError::Read {
-                path: path.clone(),
-                source,
-            })?;
+        let bytes = super::read_file(&path, KEYSTORE_MAX_BYTES)?;
         // A blank member is a keystore being written: an error of the
         // directory, never "this source has no entries" (--allow-empty
         // waives only a directory with no keystore at all).
@@ -50,7 +46,7 @@ pub fn read_dir(dir: &Path, checks: &Checks) -> Result<SourceContent, SourceErro
                 other => other,
             })?;
         if content.is_empty() {
-            tracing::debug!(path = %path.display(), "not an EIP-2335 keystore (no \"crypto\"): skipped");
+            tracing::debug!(path = %path.display(), "not an EIP-2335 keystore (no \"crypto\" and \"version\"): skipped");
             continue;
         }
         keystores += 1;

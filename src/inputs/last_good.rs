@@ -72,6 +72,16 @@ fn keymanager_path(url: &url::Url) -> PathBuf {
     PathBuf::from(format!("keymanager:{url}"))
 }
 
+/// Where an entry's last good content is kept: a file's under
+/// `file:<path>`, a keymanager's under its entry's own path.
+fn store_key(path: &Path, kind: SourceKind) -> String {
+    if kind == SourceKind::Keymanager {
+        path.display().to_string()
+    } else {
+        key(path)
+    }
+}
+
 /// How many problems `/ready` spells out; the rest are counted.
 const READY_PROBLEMS: usize = 5;
 
@@ -92,9 +102,8 @@ impl InputSet {
             );
         }
         for km in &inputs.keymanagers {
-            // The store key is the entry's path (`keymanager:<url>`).
             let p = keymanager_path(&km.url);
-            let stored = store.load_source(&p.to_string_lossy());
+            let stored = store.load_source(&store_key(&p, SourceKind::Keymanager));
             entries.insert(
                 p,
                 Entry {
@@ -490,12 +499,7 @@ impl InputSet {
     /// pass's writes: a multi-megabyte save must not delay them.
     pub fn persist(&mut self, store: &dyn Keep) {
         for (path, e) in self.entries.iter_mut().filter(|(_, e)| e.unsaved) {
-            let key = if e.kind == SourceKind::Keymanager {
-                path.to_string_lossy().into_owned()
-            } else {
-                key(path)
-            };
-            match store.save_source(&key, &e.content) {
+            match store.save_source(&store_key(path, e.kind), &e.content) {
                 Ok(chunks) => {
                     tracing::debug!(path = %path.display(), chunks, "last good content saved");
                     e.unsaved = false;

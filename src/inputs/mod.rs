@@ -331,11 +331,15 @@ pub fn read_checked(
     if kind == SourceKind::KeystoresDir {
         return keystores::read_dir(path, checks);
     }
-    let bytes = file::read_regular(path, MAX_INPUT_BYTES).map_err(|source| SourceError::Read {
+    parse_checked(kind, path, &read_file(path, MAX_INPUT_BYTES)?, checks)
+}
+
+/// A regular file of at most `limit` bytes, or why not (naming it).
+fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
+    file::read_regular(path, limit).map_err(|source| SourceError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse_checked(kind, path, &bytes, checks)
+    })
 }
 
 /// [`read`] with another size cap.
@@ -344,19 +348,11 @@ pub fn read_capped(
     path: &Path,
     limit: u64,
 ) -> Result<SourceContent, SourceError> {
-    let bytes = file::read_regular(path, limit).map_err(|source| SourceError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(kind, path, &bytes)
+    parse(kind, path, &read_file(path, limit)?)
 }
 
-/// Reads a drop-directory entry: as [`read`], a subdirectory named as such.
-pub fn read_dropped(path: &Path) -> Result<SourceContent, SourceError> {
-    read_dropped_checked(path, &Checks::default())
-}
-
-/// [`read_dropped`] with `checks` (`--verify-pubkeys`).
+/// Reads a drop-directory entry as [`read_checked`] does, a subdirectory
+/// named as such.
 pub fn read_dropped_checked(path: &Path, checks: &Checks) -> Result<SourceContent, SourceError> {
     read_checked(SourceKind::Detect, path, checks).map_err(|e| match e {
         SourceError::Read {

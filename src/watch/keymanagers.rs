@@ -6,9 +6,11 @@
 //! list differs from the last one left (a key imported or deleted), and
 //! after every failed read (so each is logged and counted, and `/ready`
 //! names it). A read that matches the last one asks for nothing: a quiet
-//! validator client costs two GETs per poll and no pass. What a read means
-//! (the last good list standing on failure, an empty list not taken as
-//! "no keys") is [`crate::inputs::InputSet::take_keymanager`]'s.
+//! validator client costs two GETs per poll and no pass. It also refuses a
+//! `remotekeys` that turns 404 after serving keys (a failed read, not every
+//! remote key deleted). An empty list is refused by
+//! [`crate::inputs::keymanager::read_lists`]; a failed read keeps the last
+//! good list in [`crate::inputs::InputSet::take_keymanager`].
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -159,6 +159,19 @@ async fn metrics(State(s): State<Ops>) -> impl IntoResponse {
     )
 }
 
+/// The address to reach a listener bound to `addr` at: an unspecified
+/// host (0.0.0.0, ::) is reached on loopback.
+pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
 /// `keysync probe`: 0 when the daemon at `--listen` answers `GET /ready`
 /// with 200, else 1 (Docker's healthcheck convention), saying why on
 /// stderr. Plain blocking I/O with a deadline: no runtime to start.
@@ -177,13 +190,7 @@ pub fn probe(args: &crate::cli::ProbeArgs) -> u8 {
             return 1;
         }
     };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    addr = reachable(addr);
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let answer = (|| -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
