@@ -369,7 +369,7 @@ async fn events_become_triggers_and_a_bad_event_is_skipped() {
     let node = server(1, Script::Events).await;
     let mut f = Follower::start(vec![node.url.clone()]);
     assert_eq!(f.next_trigger().await, Trigger::Reconnected);
-    assert_eq!(f.next_trigger().await, Trigger::Epoch);
+    assert_eq!(f.next_trigger().await, Trigger::Epoch(4));
     assert_eq!(f.next_trigger().await, Trigger::Exit(3));
     assert_eq!(f.next_trigger().await, Trigger::Finalized);
     assert_eq!(f.next_trigger().await, Trigger::Reorg);
@@ -399,7 +399,7 @@ async fn a_node_on_another_chain_is_skipped_for_the_next_one() {
     let right = server(1, Script::Events).await;
     let mut f = Follower::start(vec![wrong.url.clone(), right.url.clone()]);
     assert_eq!(f.next_trigger().await, Trigger::Reconnected);
-    assert_eq!(f.next_trigger().await, Trigger::Epoch);
+    assert_eq!(f.next_trigger().await, Trigger::Epoch(4));
     assert_eq!(right.seen.stream_count(), 1);
     assert_eq!(wrong.seen.stream_count(), 0, "never subscribed to chain 5");
     assert!(!wrong.seen.requests.lock().unwrap().is_empty());

@@ -149,6 +149,107 @@ async fn unassigned_at_withdrawal_and_not_before(exit: impl FnOnce(&keysync_sim:
     daemon.stop().await.unwrap();
 }
 
+/// Issue #11's status schedule, end to end on a manual clock: an
+/// execution-layer exit (no event) is found by the rolling scan long before
+/// its validator becomes withdrawable, checked exactly at that boundary and
+/// unassigned then, not before; no pass in the epochs around it re-reads
+/// the whole set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_layer_exit_leaves_at_its_withdrawable_epoch_with_no_full_scan() {
+    const OWNED: u64 = 64;
+    let sim = sim_with(keysync_sim::SimConfig {
+        validators: 80,
+        slot_ms: 0,
+        slots_per_epoch: 4,
+        keepalive_ms: 100,
+        // MAX_SEED_LOOKAHEAD 3, MIN_VALIDATOR_WITHDRAWABILITY_DELAY 16:
+        // lead 20 epochs, scan period 4 (16 of the 64 per epoch).
+        exit_delay_epochs: 4,
+        withdrawable_delay_epochs: 16,
+        ..Default::default()
+    })
+    .await;
+    let (_d, dir) = tmp();
+    let file = dir.join("ours.txt");
+    let lines: String = (0..OWNED).map(|i| format!("{i}\n")).collect();
+    std::fs::write(&file, lines).unwrap();
+    let mut c = watch_common(&sim, None);
+    c.index_list_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    let all: Vec<u64> = (0..OWNED).collect();
+    eventually("assigned", T, || active(&sim) == all).await;
+
+    // One epoch at a time: each is scanned before the chain moves on.
+    let metric = |name: &str| daemon.metrics.get(name, &[]);
+    let scanned = |e: u64| metric("keysync_status_scan_epoch") >= e as f64;
+    let step = || async {
+        sim.advance_epochs(1);
+        let e = sim.current_epoch();
+        eventually(&format!("epoch {e} scanned"), T, || scanned(e)).await;
+        e
+    };
+    step().await;
+    step().await;
+    assert_eq!(metric("keysync_status_scan_period_epochs"), 4.0);
+
+    let before = sim.validator_queries().len();
+    assert!(sim.el_exit(2));
+    let initiated = sim.current_epoch();
+    let mut seen_exiting_at = None;
+    let withdrawable = loop {
+        let e = step().await;
+        let status = sim.status(2).unwrap_or_default();
+        if status.starts_with("withdrawal") {
+            break e;
+        }
+        assert!(
+            active(&sim).contains(&2),
+            "unassigned at epoch {e} while {status}"
+        );
+        if seen_exiting_at.is_none() && metric("keysync_exiting_validators") == 1.0 {
+            seen_exiting_at = Some(e);
+        }
+        assert!(e < initiated + 40, "validator 2 never became withdrawable");
+    };
+    let seen = seen_exiting_at.expect("the scan found the exit before withdrawability");
+    assert!(
+        seen + 4 < withdrawable,
+        "found at epoch {seen}, withdrawable at {withdrawable}: with a scan period of 4 it is found within 4 epochs of its initiation at {initiated}"
+    );
+    // Unassigned in the withdrawable epoch itself: the chain has not moved.
+    let rest: Vec<u64> = all.iter().copied().filter(|i| *i != 2).collect();
+    eventually("unassigned at its withdrawable epoch", T, || {
+        active(&sim) == rest
+    })
+    .await;
+    assert_eq!(sim.current_epoch(), withdrawable);
+    assert_eq!(metric("keysync_exiting_validators"), 0.0);
+
+    // No full-set scan in any epoch around it: each epoch asked for its
+    // share (16) and, at the boundary, the one validator due and the
+    // witness's confirmation of its removal.
+    let queries = &sim.validator_queries()[before..];
+    let mut per_epoch = std::collections::BTreeMap::<u64, usize>::new();
+    for q in queries {
+        let ids = q.ids.expect("never a query for every validator");
+        *per_epoch.entry(q.epoch).or_default() += ids;
+    }
+    assert!(
+        per_epoch.len() as u64 >= withdrawable - initiated,
+        "{per_epoch:?}"
+    );
+    for (epoch, ids) in &per_epoch {
+        let bound = if *epoch == withdrawable { 18 } else { 16 };
+        assert!(
+            *ids <= bound,
+            "epoch {epoch} asked for {ids} ids: {per_epoch:?}"
+        );
+    }
+    assert_eq!(daemon.stop().await.unwrap(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_deposit_is_assigned_when_the_chain_knows_it() {
     let sim = sim(16).await;

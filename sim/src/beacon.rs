@@ -246,6 +246,11 @@ fn parse_post_body(body: &[u8]) -> Result<PostBody, String> {
 fn validators_response(sim: &Sim, ids: Option<Vec<String>>, filter: StatusFilter) -> Response {
     let known = sim.stale_above().unwrap_or(u64::MAX);
     let chain = sim.chain();
+    sim.record_query(crate::ValidatorQuery {
+        epoch: chain.epoch(),
+        ids: ids.as_ref().map(Vec::len),
+        filtered: !filter.is_all(),
+    });
     let indices: Vec<u64> = match &ids {
         None => (0..chain.len().min(known)).collect(),
         Some(ids) => {

@@ -102,6 +102,11 @@ impl StatusFilter {
         Ok(StatusFilter(bits))
     }
 
+    /// No status named: every validator matches.
+    pub fn is_all(self) -> bool {
+        self.0 == 0
+    }
+
     pub fn matches(self, st: Status) -> bool {
         self.0 == 0 || self.0 & st.bit() != 0
     }

@@ -38,7 +38,7 @@ mod node;
 mod registry;
 mod server;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -185,11 +185,26 @@ pub(crate) struct Inner {
     /// The key auth and console accept now (starts as the configured one).
     api_key: Mutex<String>,
     keymanager_state: Mutex<KeymanagerState>,
+    queries: Mutex<VecDeque<ValidatorQuery>>,
     main: tokio::sync::Mutex<Option<Server>>,
     beacon: tokio::sync::Mutex<Option<Server>>,
     keymanager: tokio::sync::Mutex<Option<Server>>,
     clock: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// One validators query (GET or POST) the beacon node answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidatorQuery {
+    /// The chain's epoch when it was answered.
+    pub epoch: u64,
+    /// Ids asked for (`None`: every validator).
+    pub ids: Option<usize>,
+    /// Whether it named statuses to filter by.
+    pub filtered: bool,
+}
+
+/// The most queries [`Sim::validator_queries`] remembers (the oldest go).
+const MAX_QUERIES: usize = 100_000;
 
 /// A running simulator. Cheap to clone; every clone controls the same one.
 #[derive(Clone)]
@@ -291,6 +306,7 @@ impl Sim {
             spec_omit: Mutex::new(Vec::new()),
             stale_above: Mutex::new(None),
             api_key: Mutex::new(cfg.api_key.clone()),
+            queries: Mutex::new(VecDeque::new()),
             keymanager_state: Mutex::new(KeymanagerState {
                 token: cfg.keymanager_token.clone(),
                 ..KeymanagerState::default()
@@ -785,6 +801,20 @@ impl Sim {
 
     pub fn count(&self, route: Route) -> u64 {
         self.faults().count(route)
+    }
+
+    /// The validators queries answered so far, oldest first (the last
+    /// 100,000).
+    pub fn validator_queries(&self) -> Vec<ValidatorQuery> {
+        lock(&self.inner.queries).iter().copied().collect()
+    }
+
+    pub(crate) fn record_query(&self, q: ValidatorQuery) {
+        let mut qs = lock(&self.inner.queries);
+        if qs.len() >= MAX_QUERIES {
+            qs.pop_front();
+        }
+        qs.push_back(q);
     }
 
     /// Requests to `route` in flight now: from reaching the route until

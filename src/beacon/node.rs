@@ -158,12 +158,16 @@ impl SpecBody {
     }
 }
 
-/// A node's clock: genesis and slot length.
+/// A node's clock (genesis, slot and epoch length) and the exit timing of
+/// its chain (from its `config/spec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainClock {
     /// Unix seconds.
     pub genesis_time: u64,
     pub slot: Duration,
+    pub slots_per_epoch: u64,
+    pub max_seed_lookahead: u64,
+    pub min_validator_withdrawability_delay: u64,
 }
 
 impl ChainClock {
@@ -324,6 +328,9 @@ mod tests {
     const CLOCK: ChainClock = ChainClock {
         genesis_time: 1_000,
         slot: Duration::from_secs(12),
+        slots_per_epoch: 32,
+        max_seed_lookahead: 4,
+        min_validator_withdrawability_delay: 256,
     };
 
     fn at_slot(slot: u64) -> SystemTime {
@@ -381,8 +388,8 @@ mod tests {
         assert_eq!(CLOCK.slot_at(UNIX_EPOCH + Duration::from_secs(10)), 0);
         assert_eq!(CLOCK.slot_at(at_slot(7)), 7);
         let fast = ChainClock {
-            genesis_time: 1_000,
             slot: Duration::from_millis(100),
+            ..CLOCK
         };
         assert_eq!(
             fast.slot_at(UNIX_EPOCH + Duration::from_millis(1_000_250)),

@@ -91,6 +91,16 @@ impl BeaconClient {
         Ok(self.verdict(i))
     }
 
+    /// The clock and exit timing of the node in use, else of the first
+    /// node after it that was ever vetted (read once per node; no I/O).
+    pub fn chain_clock(&self) -> Option<ChainClock> {
+        let n = self.endpoints.len();
+        let start = self.active.load(Ordering::Relaxed) % n.max(1);
+        (0..n)
+            .filter_map(|k| self.endpoints.get((start + k) % n))
+            .find_map(|e| e.clock.get().copied())
+    }
+
     /// The verdict of this pass so far, if it picked a node (no I/O).
     pub fn last_witness(&self) -> Option<Witness> {
         let i = lock(&self.pass).selected?;
@@ -253,6 +263,9 @@ impl BeaconClient {
                 Ok(ChainClock {
                     genesis_time: genesis,
                     slot: spec.slot,
+                    slots_per_epoch: spec.slots_per_epoch,
+                    max_seed_lookahead: spec.max_seed_lookahead,
+                    min_validator_withdrawability_delay: spec.min_validator_withdrawability_delay,
                 })
             })
             .await

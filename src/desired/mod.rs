@@ -15,6 +15,7 @@
 //! rather than the size of the set. A property test holds the two equal.
 
 mod live;
+mod schedule;
 
 use std::collections::BTreeSet;
 
@@ -24,6 +25,7 @@ use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex};
 use crate::inputs::SourceContent;
 
 pub use live::Live;
+pub use schedule::{ExitTiming, Scan};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -276,9 +278,13 @@ pub fn full(content: &SourceContent, cache: &ChainCache, chain_id: &ChainId) -> 
 pub struct Refresh {
     /// Every id in full (one-shot; the daemon at start and after a reconnect).
     pub all: bool,
-    /// Epoch boundary: check every known in-scope validator for
-    /// `withdrawal_*` only (small answers; statuses change only at epochs).
+    /// An epoch boundary (or a reorg): statuses may have moved. The known
+    /// in-scope validators in [`Refresh::scan`] are asked for
+    /// exit-initiated statuses only (small answers); without a scan, all
+    /// of them are.
     pub epoch: bool,
+    /// This tick's share of the rolling status scan (see [`schedule`]).
+    pub scan: Option<Scan>,
     /// These indices in full (validators under close watch).
     pub indices: BTreeSet<ValidatorIndex>,
 }
@@ -295,12 +301,28 @@ impl Refresh {
     pub fn merge(&mut self, other: &Refresh) {
         self.all |= other.all;
         self.epoch |= other.epoch;
+        self.scan = match (self.scan, other.scan) {
+            (Some(a), Some(b)) => Some(Scan {
+                first: a.first.min(b.first),
+                last: a.last.max(b.last),
+                period: a.period.min(b.period),
+            }),
+            (a, b) => a.or(b),
+        };
         self.indices.extend(other.indices.iter().copied());
     }
 }
 
-/// Statuses that take a validator out of the registry scope.
-pub(crate) const LEAVING: [&str; 2] = ["withdrawal_possible", "withdrawal_done"];
+/// The statuses of a validator whose exit was initiated (its record then
+/// carries its `withdrawable_epoch`): what a status scan asks for.
+pub(crate) const EXITING: [&str; 6] = [
+    "active_exiting",
+    "active_slashed",
+    "exited_unslashed",
+    "exited_slashed",
+    "withdrawal_possible",
+    "withdrawal_done",
+];
 
 /// The desired set and what could not be resolved.
 #[derive(Debug, Clone, Default)]
@@ -343,7 +365,7 @@ pub fn log_counts(unknown: usize, excluded: usize, sample: &[String], total: usi
 }
 
 /// Splits the ids of `pubkeys` and `indices` lines to look up into (full
-/// lookups, withdrawal-only checks).
+/// lookups, status-scan checks).
 pub(crate) fn lookups<'a>(
     pubkeys: impl IntoIterator<Item = &'a Pubkey>,
     indices: impl IntoIterator<Item = &'a ValidatorIndex>,
@@ -352,12 +374,15 @@ pub(crate) fn lookups<'a>(
 ) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
     let mut full: Vec<ValidatorId> = Vec::new();
     let mut epoch: Vec<ValidatorId> = Vec::new();
+    let scan = refresh
+        .scan
+        .or_else(|| refresh.epoch.then(|| Scan::everything(0)));
     let mut visit = |index: Option<ValidatorIndex>, pubkey: Option<Pubkey>| {
         match (index.and_then(|i| cache.get(i).map(|k| (i, k))), pubkey) {
             (Some((i, known)), _) => {
                 if refresh.all || refresh.indices.contains(&i) {
                     full.push(ValidatorId::Index(i));
-                } else if refresh.epoch && known.status.in_scope() {
+                } else if known.status.in_scope() && scan.is_some_and(|s| s.covers(i)) {
                     // withdrawal_* never comes back into scope: no need to ask again.
                     epoch.push(ValidatorId::Index(i));
                 }
@@ -399,6 +424,35 @@ mod tests {
             status: Status::parse(s),
             withdrawable_epoch: None,
         });
+    }
+
+    #[test]
+    fn a_scan_asks_only_for_its_share() {
+        let mut cache = ChainCache::new();
+        for i in 0..8 {
+            known(&mut cache, i, "active_ongoing");
+        }
+        known(&mut cache, 5, "withdrawal_done");
+        let content = SourceContent {
+            indices: (0..8).collect(),
+            ..Default::default()
+        };
+        let refresh = Refresh {
+            epoch: true,
+            scan: Some(Scan {
+                first: 9,
+                last: 9,
+                period: 4,
+            }),
+            ..Default::default()
+        };
+        let (full, scan) = lookups(&content.pubkeys, &content.indices, &cache, &refresh);
+        assert!(full.is_empty());
+        assert_eq!(
+            scan,
+            vec![ValidatorId::Index(1)],
+            "9 mod 4 = 1: 1 and 5, and 5 has left for good"
+        );
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub struct Metrics {
     pub assigned_validators: Registered<CountGauge>,
     pub unknown_validators: Registered<CountGauge>,
     pub excluded_validators: Registered<CountGauge>,
+    pub exiting_validators: Registered<CountGauge>,
+    pub status_scan_period: Registered<CountGauge>,
+    pub status_scan_epoch: Registered<CountGauge>,
     pub reconciles: Registered<Family<ResultLabels, Counter>>,
     pub writes: Registered<Family<WriteLabels, Counter>>,
     pub held_deletes: Registered<CountGauge>,
@@ -194,6 +197,21 @@ impl Metrics {
             excluded_validators: b.add(
                 "keysync_excluded_validators",
                 "Input keys left out of the desired set because they have withdrawn.",
+                Gauge::default(),
+            ),
+            exiting_validators: b.add(
+                "keysync_exiting_validators",
+                "Owned validators whose exit is initiated: each is checked at its withdrawable epoch, then leaves.",
+                Gauge::default(),
+            ),
+            status_scan_period: b.add(
+                "keysync_status_scan_period_epochs",
+                "Every known validator's status is scanned once per this many epochs (from the node's config/spec).",
+                Gauge::default(),
+            ),
+            status_scan_epoch: b.add(
+                "keysync_status_scan_epoch",
+                "The last epoch whose share of the status scan was checked.",
                 Gauge::default(),
             ),
             reconciles: b.add(

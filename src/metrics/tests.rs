@@ -61,7 +61,7 @@ fn every_metric_is_described_before_it_has_a_series() {
         .lines()
         .filter(|l| l.starts_with("# HELP keysync_"))
         .count();
-    assert_eq!((types, helps), (27, 27), "{text}");
+    assert_eq!((types, helps), (30, 30), "{text}");
     assert!(text.contains("# TYPE keysync_events counter\n"), "{text}");
     assert!(text.contains("# TYPE keysync_remote_request_seconds histogram\n"));
 }

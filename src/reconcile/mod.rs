@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::apply::{Applied, Observer, Writer};
 use crate::beacon::{BeaconClient, ValidatorId, Vetting};
 use crate::cache::{ChainCache, Learned};
-use crate::desired::{Desired, Refresh, Resolved, LEAVING};
+use crate::desired::{Desired, Refresh, Resolved, EXITING};
 use crate::domain::{ChainId, DesiredValidator, Key};
 use crate::error::Error;
 use crate::http::Http;
@@ -286,8 +286,8 @@ impl Reconciler {
         Ok(resolved)
     }
 
-    /// Asks the beacon node for `full` (every status) and `epoch` (leaving
-    /// statuses only) and learns the answers into `cache`, telling
+    /// Asks the beacon node for `full` (every status) and `epoch`
+    /// (exit-initiated statuses only) and learns the answers into `cache`, telling
     /// `on_change` what changed.
     pub(crate) async fn fetch(
         &self,
@@ -317,7 +317,7 @@ impl Reconciler {
             let base = full.len();
             answers.extend(
                 beacon
-                    .validators(epoch, Some(&LEAVING), &|n| progress.update(base + n))
+                    .validators(epoch, Some(&EXITING), &|n| progress.update(base + n))
                     .await?,
             );
         }

@@ -20,10 +20,14 @@ pub(super) const BUCKET: u64 = 1024;
 /// The longest chain id a stored record can hold (its length is a `u16`).
 pub const MAX_CHAIN_ID_BYTES: usize = u16::MAX as usize;
 
-/// The longest status a cache entry keeps (its length is a `u8`). Beacon
-/// statuses are a few dozen bytes; a longer one is cut at a character
-/// boundary, so it still decodes.
-const MAX_STATUS_BYTES: usize = u8::MAX as usize;
+/// The longest status a cache entry keeps (its length is the low 7 bits of
+/// a byte). Beacon statuses are under 20 bytes; a longer one is cut at a
+/// character boundary, so it still decodes.
+const MAX_STATUS_BYTES: usize = 0x7f;
+
+/// The length byte's top bit: a `withdrawable_epoch` (8 bytes) follows the
+/// status. Entries written before it existed never set it.
+const HAS_WITHDRAWABLE: u8 = 0x80;
 
 pub(super) fn manifest_key(key: &str) -> Vec<u8> {
     [b"m", key.as_bytes()].concat()
@@ -118,16 +122,37 @@ pub(super) fn encode_entry(v: &mut Vec<u8>, index: u64, k: &Known) {
     }
     v.extend_from_slice(&index.to_be_bytes());
     v.extend_from_slice(&k.pubkey.0);
-    v.push(n as u8);
+    let flag = if k.withdrawable_epoch.is_some() {
+        HAS_WITHDRAWABLE
+    } else {
+        0
+    };
+    v.push(n as u8 | flag);
     v.extend_from_slice(&status.as_bytes()[..n]);
+    if let Some(e) = k.withdrawable_epoch {
+        v.extend_from_slice(&e.to_be_bytes());
+    }
 }
 
 pub(super) fn decode_entry(r: &mut Reader<'_>) -> Option<(u64, Known)> {
     let index = r.u64()?;
     let pubkey = r.pubkey()?;
-    let n = r.take(1)?[0] as usize;
+    let len = r.take(1)?[0];
+    let n = usize::from(len & !HAS_WITHDRAWABLE);
     let status = Status::parse(std::str::from_utf8(r.take(n)?).ok()?);
-    Some((index, Known { pubkey, status }))
+    let withdrawable_epoch = if len & HAS_WITHDRAWABLE != 0 {
+        Some(r.u64()?)
+    } else {
+        None
+    };
+    Some((
+        index,
+        Known {
+            pubkey,
+            status,
+            withdrawable_epoch,
+        },
+    ))
 }
 
 fn count(what: &str, n: usize) -> Result<[u8; 4], StoreError> {
@@ -273,6 +298,7 @@ mod tests {
             &Known {
                 pubkey: pk(3),
                 status,
+                withdrawable_epoch: Some(77),
             },
         );
         encode_entry(
@@ -281,15 +307,34 @@ mod tests {
             &Known {
                 pubkey: pk(4),
                 status: Status::ActiveOngoing,
+                withdrawable_epoch: None,
             },
         );
         let mut r = Reader(&v);
         let (i, k) = decode_entry(&mut r).unwrap();
         assert_eq!(i, 3);
-        assert_eq!(k.status.as_str(), "é".repeat(127));
+        assert_eq!(k.status.as_str(), "é".repeat(63));
+        assert_eq!(k.withdrawable_epoch, Some(77));
         let (i, k) = decode_entry(&mut r).unwrap();
-        assert_eq!((i, k.status), (4, Status::ActiveOngoing));
+        assert_eq!(
+            (i, k.status, k.withdrawable_epoch),
+            (4, Status::ActiveOngoing, None)
+        );
         assert!(r.0.is_empty());
+    }
+
+    #[test]
+    fn an_entry_written_before_withdrawable_epochs_were_kept_still_decodes() {
+        // index, pubkey, length byte without the flag, status.
+        let mut v = 5u64.to_be_bytes().to_vec();
+        v.extend_from_slice(&pk(5).0);
+        v.push(14);
+        v.extend_from_slice(b"active_exiting");
+        let (i, k) = decode_entry(&mut Reader(&v)).unwrap();
+        assert_eq!(
+            (i, k.status, k.withdrawable_epoch),
+            (5, Status::ActiveExiting, None)
+        );
     }
 
     #[test]

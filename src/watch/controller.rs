@@ -24,7 +24,7 @@ use super::policy::{error_policy, Requeue};
 use super::scheduler::{Scheduler, Timing};
 use super::trigger::{Pending, Stamped};
 use crate::apply::{Observer, Writer};
-use crate::desired::Counts;
+use crate::desired::{Counts, ExitTiming, Scan};
 use crate::domain::{Key, Pubkey, ValidatorIndex};
 use crate::error::{Error, EXIT_OK};
 use crate::inputs::InputSet;
@@ -50,9 +50,12 @@ pub struct Controller {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub limiter: DefaultDirectRateLimiter,
-    /// Our validators with a voluntary exit seen: refreshed in full each epoch
-    /// until they leave scope.
+    /// Our validators with a voluntary exit seen: looked up in full each
+    /// epoch until the node shows the exit (then the status schedule's
+    /// exact check at their withdrawable epoch takes over) or they leave.
     pub watched: BTreeSet<ValidatorIndex>,
+    /// The last epoch whose share of the status scan was checked.
+    pub last_scanned: Option<u64>,
     pub shutdown: watch::Receiver<bool>,
     /// (unknown, excluded) of the last pass: logged only when they change.
     pub last_counts: (usize, usize),
@@ -115,6 +118,46 @@ impl Controller {
         tracing::info!("keysync watch stopped");
     }
 
+    /// The epoch a status tick is for, with the scan period: the epoch of
+    /// the head that ticked, else the node's wall-clock epoch; `None` while
+    /// no node's clock and spec have been read (the tick then scans
+    /// everything).
+    fn tick(&self, head_slot: Option<u64>) -> Option<(u64, u64)> {
+        let clock = self.rec.beacon.as_ref()?.chain_clock()?;
+        let timing = ExitTiming {
+            slots_per_epoch: clock.slots_per_epoch,
+            max_seed_lookahead: clock.max_seed_lookahead,
+            min_validator_withdrawability_delay: clock.min_validator_withdrawability_delay,
+        };
+        let slot = head_slot.unwrap_or_else(|| clock.slot_at(std::time::SystemTime::now()));
+        Some((timing.epoch_of(slot), timing.scan_period()))
+    }
+
+    /// Forgets the validators under close watch whose exit the node now
+    /// shows (the exact check at their withdrawable epoch takes over) and
+    /// logs each watched or `due` one that left the registry scope.
+    fn leaving(&mut self, due: &[ValidatorIndex]) {
+        let cache = &self.state.cache;
+        let gone = |i: &ValidatorIndex| {
+            let k = cache.get(*i)?;
+            (!k.status.in_scope()).then(|| k.status.as_str().to_string())
+        };
+        for i in due.iter().chain(self.watched.iter()) {
+            if let Some(status) = gone(i) {
+                tracing::info!(
+                    validator_index = i,
+                    status,
+                    "exited validator reached withdrawal; leaving the registry"
+                );
+            }
+        }
+        self.watched.retain(|i| {
+            cache
+                .get(*i)
+                .is_some_and(|k| k.status.in_scope() && k.withdrawable_epoch.is_none())
+        });
+    }
+
     /// One reconcile pass for the work in `p`, in a span naming its reasons.
     async fn pass(&mut self, p: &Pending) -> Result<(), Error> {
         let reasons: Vec<&str> = p.reasons.iter().copied().collect();
@@ -163,11 +206,13 @@ impl Controller {
         // names it until it reads again.
         self.health.set_inputs_unreadable(self.inputs.unreadable());
 
-        // 2. What may be stale on the chain: every status at an epoch
-        // boundary or reconnect, the validators under close watch.
+        // 2. What may be stale on the chain: at an epoch boundary, this
+        // epoch's share of the status scan and the validators due at their
+        // withdrawable epoch; everything after a reconnect; the validators
+        // under close watch.
         let mut refresh = p.refresh.clone();
         // A finalized checkpoint without an epoch refresh in the last two
-        // slots (a node that does not flag epoch_transition) refreshes too.
+        // slots (a node that does not flag epoch_transition) ticks too.
         let recent = self
             .last_epoch_refresh
             .is_some_and(|t| t.elapsed() < self.settings.watch.slot * 2);
@@ -176,6 +221,18 @@ impl Controller {
         }
         if refresh.epoch || refresh.all {
             self.last_epoch_refresh = Some(Instant::now());
+        }
+        let tick = if refresh.epoch || refresh.all {
+            self.tick(p.head_slot)
+        } else {
+            None
+        };
+        let mut due = Vec::new();
+        if let Some((epoch, period)) = tick {
+            refresh.scan = Some(Scan::next(self.last_scanned, epoch, period));
+            due = self.state.cache.due(epoch);
+            due.retain(|i| self.state.desired.owns(*i, &self.state.cache));
+            refresh.indices.extend(due.iter().copied());
         }
         for i in &p.exits {
             if self.state.desired.owns(*i, &self.state.cache) && self.watched.insert(*i) {
@@ -248,22 +305,20 @@ impl Controller {
         if let Err(e) = self.store.save_cache(&mut self.state.cache) {
             tracing::warn!(error = %e, "could not persist the chain cache");
         }
-        let cache = &self.state.cache;
-        self.watched.retain(|i| {
-            let status = cache.get(*i).map(|k| k.status.clone());
-            match status {
-                Some(s) if !s.in_scope() => {
-                    tracing::info!(
-                        validator_index = i,
-                        status = s.as_str(),
-                        "exited validator reached withdrawal; leaving the registry"
-                    );
-                    false
-                }
-                _ => true,
-            }
-        });
+        self.leaving(&due);
         let outcome = result?;
+        if let Some((epoch, period)) = tick {
+            self.last_scanned = Some(self.last_scanned.map_or(epoch, |l| l.max(epoch)));
+            self.metrics.status_scan_epoch.set(epoch as i64);
+            self.metrics.status_scan_period.set(period as i64);
+        }
+        let cache = &self.state.cache;
+        let exiting = cache
+            .due(u64::MAX)
+            .into_iter()
+            .filter(|i| self.state.desired.owns(*i, cache))
+            .count();
+        self.metrics.exiting_validators.set(exiting as i64);
         if journaled {
             if let Err(e) = self.store.journal_clear() {
                 tracing::warn!(error = %e, "could not clear the apply journal");

@@ -228,7 +228,7 @@ mod tests {
             attempt: 1,
             requeue: Requeue::After(Duration::from_secs(1)),
         });
-        for t in [Trigger::Startup, Trigger::Epoch, Trigger::Epoch] {
+        for t in [Trigger::Startup, Trigger::Epoch(0), Trigger::Epoch(0)] {
             m.emit(TriggerReceived(&t));
         }
         assert_eq!(m.get("keysync_reconciles_total", &[("result", "ok")]), 1.0);

@@ -213,6 +213,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             shutdown: task_shutdown,
             last_counts: (0, 0),
             last_epoch_refresh: None,
+            last_scanned: None,
             held_for_witness: false,
             last_hold: None,
             last_outside: 0,

@@ -271,6 +271,7 @@ impl Scheduler {
                 reasons: work.reasons.clone(),
                 refresh: std::mem::take(&mut work.refresh),
                 finalized: std::mem::take(&mut work.finalized),
+                head_slot: std::mem::take(&mut work.head_slot),
                 exits: std::mem::take(&mut work.exits),
                 first_at: work.first_at,
                 ..Default::default()

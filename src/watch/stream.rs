@@ -240,9 +240,9 @@ fn topic(e: &Event) -> &'static str {
 pub fn trigger_for(e: Event) -> Option<Trigger> {
     match e {
         Event::Head {
+            slot,
             epoch_transition: true,
-            ..
-        } => Some(Trigger::Epoch),
+        } => Some(Trigger::Epoch(slot)),
         Event::FinalizedCheckpoint { .. } => Some(Trigger::Finalized),
         Event::VoluntaryExit {
             validator_index, ..

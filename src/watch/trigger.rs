@@ -20,8 +20,8 @@ pub enum Trigger {
     Startup,
     /// An input file or a drop-directory entry changed.
     Source(PathBuf),
-    /// First head of a new epoch: statuses may have changed.
-    Epoch,
+    /// First head of a new epoch (its slot): statuses may have changed.
+    Epoch(u64),
     /// A finalized checkpoint: statuses may have changed.
     Finalized,
     /// A voluntary exit seen on gossip: a hint to watch that index closely.
@@ -49,7 +49,7 @@ impl Trigger {
         match self {
             Trigger::Startup => "startup",
             Trigger::Source(_) => "source",
-            Trigger::Epoch => "epoch",
+            Trigger::Epoch(_) => "epoch",
             Trigger::Finalized => "finalized",
             Trigger::Exit(_) => "voluntary_exit",
             Trigger::Reorg => "reorg",
@@ -113,6 +113,8 @@ pub struct Pending {
     pub exits: BTreeSet<ValidatorIndex>,
     /// A finalized checkpoint arrived.
     pub finalized: bool,
+    /// The highest head slot an epoch trigger named.
+    pub head_slot: Option<u64>,
     /// Re-list the registry in full.
     pub relist: bool,
     /// Check the beacon node's chain before resolving.
@@ -140,7 +142,11 @@ impl Pending {
             Trigger::Source(p) => {
                 self.paths.insert(p);
             }
-            Trigger::Epoch | Trigger::Reorg => self.refresh.epoch = true,
+            Trigger::Epoch(slot) => {
+                self.refresh.epoch = true;
+                self.head_slot = self.head_slot.max(Some(slot));
+            }
+            Trigger::Reorg => self.refresh.epoch = true,
             // Statuses move only at epoch boundaries: a checkpoint refreshes
             // them only if no epoch refresh ran just before (see controller).
             Trigger::Finalized => self.finalized = true,
@@ -176,6 +182,7 @@ impl Pending {
         self.refresh.merge(&other.refresh);
         self.exits.extend(other.exits);
         self.finalized |= other.finalized;
+        self.head_slot = self.head_slot.max(other.head_slot);
         self.relist |= other.relist;
         self.check_beacon |= other.check_beacon;
         self.first_at = match (self.first_at, other.first_at) {
@@ -194,12 +201,14 @@ mod tests {
         let mut p = Pending::default();
         p.add(Trigger::Source("/a".into()), Instant::now());
         p.add(Trigger::Source("/a".into()), Instant::now());
-        p.add(Trigger::Epoch, Instant::now());
+        p.add(Trigger::Epoch(64), Instant::now());
+        p.add(Trigger::Epoch(32), Instant::now());
         p.add(Trigger::Finalized, Instant::now());
         p.add(Trigger::Exit(5), Instant::now());
         assert_eq!(p.paths.len(), 1);
         assert!(p.refresh.epoch && p.finalized && !p.refresh.all && !p.relist);
         assert_eq!(p.exits, [5].into());
+        assert_eq!(p.head_slot, Some(64), "the latest head counts");
         let mut q = Pending::default();
         q.add(Trigger::Reconnected, Instant::now());
         q.merge(p);

@@ -111,7 +111,7 @@ impl Rig {
 #[tokio::test(start_paused = true)]
 async fn a_lone_trigger_runs_one_debounce_later() {
     let mut r = Rig::new();
-    r.send_at(10, Trigger::Epoch);
+    r.send_at(10, Trigger::Epoch(0));
     let (work, at) = r.next().await;
     assert_eq!(at, 60);
     assert_eq!(reasons(&work), ["epoch"]);
@@ -124,7 +124,7 @@ async fn the_debounce_is_trailing_edge() {
     let mut r = Rig::new();
     // Each trigger inside the window pushes the pass back.
     for at in [0, 30, 60, 90] {
-        r.send_at(at, Trigger::Epoch);
+        r.send_at(at, Trigger::Epoch(0));
     }
     r.send_at(110, Trigger::Finalized);
     let (work, at) = r.next().await;
@@ -153,7 +153,7 @@ async fn chain_events_do_not_push_a_file_change_back() {
     r.send_at(10, src("/in/a"));
     // An epoch boundary and events every 10 ms: they ride along.
     for at in [20, 30, 40, 50, 55, 65, 75, 85] {
-        r.send_at(at, Trigger::Epoch);
+        r.send_at(at, Trigger::Epoch(0));
     }
     let (work, at) = r.next().await;
     assert_eq!(at, 60, "50 ms after the file event, whatever came since");
@@ -172,7 +172,7 @@ async fn chain_events_do_not_push_a_file_change_back() {
 async fn a_file_written_again_settles_on_its_last_write() {
     let mut r = Rig::new();
     r.send_at(0, src("/in/a"));
-    r.send_at(40, Trigger::Epoch);
+    r.send_at(40, Trigger::Epoch(0));
     r.send_at(45, src("/in/a"));
     r.send_at(80, src("/in/b"));
     let (work, at) = r.next().await;
@@ -186,7 +186,7 @@ async fn a_file_change_runs_ahead_of_an_epochs_status_check() {
     r.send_at(0, src("/in/a"));
     r.send_at(5, Trigger::Finalized);
     r.send_at(10, Trigger::Exit(7));
-    r.send_at(15, Trigger::Epoch);
+    r.send_at(15, Trigger::Epoch(0));
     let (first, at) = r.next().await;
     assert_eq!(at, 50);
     assert_eq!(first.paths.len(), 1);
@@ -204,7 +204,7 @@ async fn a_file_change_runs_ahead_of_an_epochs_status_check() {
 async fn a_batch_that_rereads_everything_is_not_split() {
     let mut r = Rig::new();
     r.send_at(0, src("/in/a"));
-    r.send_at(5, Trigger::Epoch);
+    r.send_at(5, Trigger::Epoch(0));
     r.send_at(10, Trigger::Reconnected);
     let (work, at) = r.next().await;
     assert_eq!(at, 50);
@@ -246,7 +246,7 @@ async fn a_trigger_just_before_a_pass_ends_waits_out_its_debounce() {
     r.send_at(0, Trigger::Startup);
     r.next().await;
     r.until(180).await;
-    r.tx.send(Trigger::Epoch);
+    r.tx.send(Trigger::Epoch(0));
     r.until(200).await;
     r.s.succeeded(false);
     let (work, at) = r.next().await;
@@ -291,7 +291,7 @@ async fn a_failed_pass_is_retried_with_a_growing_backoff_reset_by_a_success() {
     r.s.succeeded(false);
     assert_eq!(r.s.failures(), 0);
     // The next failure waits the base again.
-    r.tx.send(Trigger::Epoch);
+    r.tx.send(Trigger::Epoch(0));
     let (work, at) = r.next().await;
     assert_eq!(at, t + 50);
     assert_eq!(r.fail(work), Duration::from_secs(1));
@@ -302,7 +302,7 @@ async fn a_failed_pass_is_retried_with_a_growing_backoff_reset_by_a_success() {
 #[tokio::test(start_paused = true)]
 async fn triggers_during_a_backoff_join_the_retry_without_ending_it() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
     let (work, _) = r.next().await;
     r.fail(work);
     r.send_at(300, src("/in/a"));
@@ -319,7 +319,7 @@ async fn triggers_during_a_backoff_join_the_retry_without_ending_it() {
 #[tokio::test(start_paused = true)]
 async fn a_stream_reconnect_ends_a_backoff_early() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
     let (mut work, _) = r.next().await;
     for _ in 0..4 {
         r.fail(work);
@@ -327,7 +327,7 @@ async fn a_stream_reconnect_ends_a_backoff_early() {
     }
     assert_eq!(r.fail(work), Duration::from_secs(16));
     let t = r.now();
-    r.send_at(t + 100, Trigger::Epoch);
+    r.send_at(t + 100, Trigger::Epoch(0));
     r.send_at(t + 350, Trigger::Reconnected);
     let (retry, at) = r.next().await;
     assert_eq!(at, t + 350, "the beacon node is back: at once, not in 16 s");
@@ -338,7 +338,7 @@ async fn a_stream_reconnect_ends_a_backoff_early() {
 #[tokio::test(start_paused = true)]
 async fn a_reconnect_queued_during_the_failed_pass_ends_its_backoff_at_once() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
     let (work, _) = r.next().await;
     r.until(80).await;
     r.tx.send(Trigger::Reconnected);
@@ -352,7 +352,7 @@ async fn a_reconnect_queued_during_the_failed_pass_ends_its_backoff_at_once() {
 #[tokio::test(start_paused = true)]
 async fn held_removals_are_looked_at_again_after_the_recheck_interval() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
     let (_, at) = r.next().await;
     assert_eq!(at, 50);
     r.until(70).await;
@@ -373,11 +373,11 @@ async fn held_removals_are_looked_at_again_after_the_recheck_interval() {
 #[tokio::test(start_paused = true)]
 async fn a_pass_in_between_pushes_the_recheck_back_and_a_failure_keeps_it() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
     r.next().await;
     r.s.succeeded(true);
     // Recheck due at 1050; a trigger at 500 runs a pass at 550 first.
-    r.send_at(500, Trigger::Epoch);
+    r.send_at(500, Trigger::Epoch(0));
     let (work, at) = r.next().await;
     assert_eq!(at, 550);
     // That pass fails: the recheck stays where it was, but the retry
@@ -394,8 +394,8 @@ async fn a_pass_in_between_pushes_the_recheck_back_and_a_failure_keeps_it() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_honoured_while_debouncing() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
-    r.send_at(30, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
+    r.send_at(30, Trigger::Epoch(0));
     r.stop_at(40);
     assert!(r.s.next().await.is_none(), "stopped, no pass");
     assert_eq!(r.now(), 40);
@@ -404,7 +404,7 @@ async fn shutdown_is_honoured_while_debouncing() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_honoured_while_backing_off() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
     let (work, at) = r.next().await;
     assert_eq!(at, 50);
     r.fail(work);
@@ -416,7 +416,7 @@ async fn shutdown_is_honoured_while_backing_off() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_honoured_while_idle_waiting_for_a_recheck_and_at_once_when_already_asked() {
     let mut r = Rig::new();
-    r.send_at(0, Trigger::Epoch);
+    r.send_at(0, Trigger::Epoch(0));
     r.next().await;
     r.s.succeeded(true);
     r.stop_at(200);
@@ -432,7 +432,7 @@ async fn shutdown_is_honoured_while_idle_waiting_for_a_recheck_and_at_once_when_
 async fn shutdown_asked_during_a_pass_stops_before_its_follow_up() {
     let mut r = Rig::new();
     r.send_at(0, src("/in/a"));
-    r.send_at(10, Trigger::Epoch);
+    r.send_at(10, Trigger::Epoch(0));
     let (_, at) = r.next().await;
     assert_eq!(at, 50);
     // The split's follow-up is due at once, but the pass saw shutdown.
@@ -446,7 +446,7 @@ async fn a_dropped_shutdown_sender_stops_the_scheduler() {
     let (tx, rx) = trigger::channel();
     let (stop, shutdown) = watch::channel(false);
     let mut s = Scheduler::new(timing(), rx, shutdown);
-    tx.send(Trigger::Epoch);
+    tx.send(Trigger::Epoch(0));
     drop(stop);
     assert!(s.next().await.is_none());
 }
@@ -457,7 +457,7 @@ async fn without_trigger_senders_it_finishes_the_work_then_stops() {
     let (_stop, shutdown) = watch::channel(false);
     let mut s = Scheduler::new(timing(), rx, shutdown);
     let t0 = Instant::now();
-    tx.send(Trigger::Epoch);
+    tx.send(Trigger::Epoch(0));
     drop(tx);
     assert!(s.next().await.is_some());
     assert_eq!(Instant::now() - t0, ms(50), "still debounced");
@@ -473,7 +473,7 @@ fn poll_decides_without_waiting() {
     let t0 = Instant::now();
     assert!(matches!(s.poll(t0), Decision::Wait(None)));
     s.offer(Stamped {
-        trigger: Trigger::Epoch,
+        trigger: Trigger::Epoch(0),
         at: t0,
     });
     assert!(matches!(s.poll(t0 + ms(49)), Decision::Wait(Some(at)) if at == t0 + ms(50)));
@@ -503,7 +503,7 @@ fn a_file_change_settles_on_file_events_only() {
     clock.add(&mut pending, stamped(src("/in/a"), t0));
     assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 250)));
     // An epoch boundary meanwhile rides along; it does not push the pass back.
-    clock.add(&mut pending, stamped(Trigger::Epoch, at(t0, 200)));
+    clock.add(&mut pending, stamped(Trigger::Epoch(0), at(t0, 200)));
     assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 250)));
     // The file written again: its pass waits for the writes to settle.
     clock.add(&mut pending, stamped(src("/in/a"), at(t0, 240)));
@@ -515,7 +515,7 @@ fn a_file_change_settles_on_file_events_only() {
 
     // Chain events alone settle on the last of them.
     let mut clock = Clock::default();
-    clock.add(&mut pending, stamped(Trigger::Epoch, t0));
+    clock.add(&mut pending, stamped(Trigger::Epoch(0), t0));
     clock.add(&mut pending, stamped(Trigger::Finalized, at(t0, 30)));
     assert_eq!(clock.deadline(debounce, max_wait), Some(at(t0, 280)));
 }
