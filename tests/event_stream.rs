@@ -261,7 +261,7 @@ impl Follower {
         let cfg = StreamConfig {
             urls,
             expected_chain: Some((1, "1".into())),
-            slot: SLOT,
+            slot: keysync::watch::slot::SlotLength::new(Some(SLOT)),
             http,
         };
         let metrics = Arc::new(Metrics::new());

@@ -32,7 +32,6 @@ pub const DEFAULT_DEBOUNCE_MS: u64 = 250;
 pub const DEFAULT_MAX_WAIT_MS: u64 = 2_000;
 pub const DEFAULT_RESYNC_SECS: u64 = 600;
 pub const DEFAULT_WRITES_PER_SECOND: u32 = 20;
-pub const DEFAULT_SLOT_MS: u64 = 12_000;
 /// A validator client's key list changes when an operator imports or
 /// deletes keys: rare, and a minute late costs nothing. Two small GETs to
 /// a loopback service every 30 s cost nothing either.
@@ -416,12 +415,8 @@ pub struct WatchArgs {
     pub keymanager_poll_secs: Option<u64>,
 
     /// Beacon slot length in ms, for the dead-stream timeout of two slots
-    #[arg(
-        long,
-        env = "KEYSYNC_SLOT_MS",
-        value_name = "MS",
-        default_value = DEFAULT_SLOT_MS.to_string()
-    )]
+    /// [default: the beacon node's config/spec]
+    #[arg(long, env = "KEYSYNC_SLOT_MS", value_name = "MS")]
     pub slot_ms: Option<u64>,
 }
 

@@ -37,8 +37,7 @@ pub use self::cli::{
     DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_CHAIN_ID, DEFAULT_DEBOUNCE_MS,
     DEFAULT_HTTP_ATTEMPTS, DEFAULT_HTTP_BACKOFF_MS, DEFAULT_HTTP_TIMEOUT_SECS,
     DEFAULT_KEYMANAGER_POLL_SECS, DEFAULT_LISTEN, DEFAULT_MAX_DELETES, DEFAULT_MAX_WAIT_MS,
-    DEFAULT_NETWORK, DEFAULT_RESYNC_SECS, DEFAULT_SLOT_MS, DEFAULT_WRITES_PER_SECOND,
-    MAX_HTTP_ATTEMPTS,
+    DEFAULT_NETWORK, DEFAULT_RESYNC_SECS, DEFAULT_WRITES_PER_SECOND, MAX_HTTP_ATTEMPTS,
 };
 pub use self::key::{reread_key_file, reread_token_file};
 pub(crate) use self::layers::early;
@@ -102,8 +101,9 @@ pub struct WatchSettings {
     /// Console API writes per second; protects the API (and our key) from
     /// a burst after a large change.
     pub writes_per_second: u32,
-    /// Slot length; the event stream is dead after two silent slots.
-    pub slot: Duration,
+    /// Slot length override (`None`: the beacon node's `config/spec`); the
+    /// event stream is dead after two silent slots.
+    pub slot: Option<Duration>,
     /// How often each keymanager's key list is read. Shorter sees an
     /// imported or deleted key sooner at two GETs per keymanager per poll.
     pub keymanager_poll: Duration,
@@ -291,7 +291,10 @@ fn watch_settings(l: &Layers<'_>, watch: bool) -> Result<WatchSettings, ConfigEr
         max_wait: ms(need!(l, max_wait_ms)?),
         resync: Duration::from_secs(need!(l, resync_secs)?.0.max(1)),
         writes_per_second: at_least_one(need!(l, writes_per_second)?)?,
-        slot: Duration::from_millis(at_least_one(need!(l, slot_ms)?)?),
+        slot: get!(l, slot_ms)?
+            .map(at_least_one)
+            .transpose()?
+            .map(Duration::from_millis),
         keymanager_poll: Duration::from_secs(at_least_one(need!(l, keymanager_poll_secs)?)?),
     })
 }

@@ -283,7 +283,7 @@ fn watch_defaults_come_from_the_definition() {
     assert_eq!(s.watch.max_wait, Duration::from_millis(DEFAULT_MAX_WAIT_MS));
     assert_eq!(s.watch.resync, Duration::from_secs(DEFAULT_RESYNC_SECS));
     assert_eq!(s.watch.writes_per_second, DEFAULT_WRITES_PER_SECOND);
-    assert_eq!(s.watch.slot, Duration::from_millis(DEFAULT_SLOT_MS));
+    assert_eq!(s.watch.slot, None, "the beacon node's spec decides");
     assert!(!s.watch.apply && !s.allow_empty);
     assert_eq!(s.retry, crate::http::RetryPolicy::default());
     assert_eq!(s.timeout, Duration::from_secs(DEFAULT_HTTP_TIMEOUT_SECS));

@@ -59,6 +59,8 @@ pub struct Controller {
     pub shutdown: watch::Receiver<bool>,
     /// (unknown, excluded) of the last pass: logged only when they change.
     pub last_counts: (usize, usize),
+    /// The slot length the timers run on (shared with the stream task).
+    pub slot: super::slot::SlotLength,
     /// When statuses were last refreshed.
     pub last_epoch_refresh: Option<Instant>,
     /// The last pass held removals for want of a synced beacon node.
@@ -76,7 +78,7 @@ impl Controller {
     /// [`Scheduler`]'s, what a failure means is [`error_policy`]'s. Returns
     /// the exit code: 0 after shutdown, else the stopping error's.
     pub async fn run(mut self, rx: UnboundedReceiver<Stamped>) -> Result<u8, Error> {
-        let timing = Timing::of(&self.settings.watch);
+        let timing = Timing::of(&self.settings.watch, self.slot.get());
         let mut scheduler =
             Scheduler::new(timing, rx, self.shutdown.clone()).counting(self.metrics.clone());
         let code = loop {
@@ -85,6 +87,9 @@ impl Controller {
             };
             let e = match self.pass(&work).await {
                 Ok(()) => {
+                    if self.learn_slot() {
+                        scheduler.set_slot(self.slot.get());
+                    }
                     scheduler.succeeded(self.held_for_witness);
                     continue;
                 }
@@ -116,6 +121,22 @@ impl Controller {
             tracing::warn!(error = %e, "could not flush the state store on shutdown");
         }
         tracing::info!("keysync watch stopped");
+    }
+
+    /// Takes the node's slot length (unless `--slot-ms` overrides it);
+    /// whether it changed.
+    fn learn_slot(&self) -> bool {
+        let clock = self.rec.beacon.as_ref().and_then(|b| b.chain_clock());
+        clock.is_some_and(|c| {
+            let changed = self.slot.learn(c.slot);
+            if changed {
+                tracing::info!(
+                    slot_ms = c.slot.as_millis() as u64,
+                    "slot length from the beacon node's config/spec"
+                );
+            }
+            changed
+        })
     }
 
     /// The epoch a status tick is for, with the scan period: the epoch of
@@ -215,7 +236,7 @@ impl Controller {
         // slots (a node that does not flag epoch_transition) ticks too.
         let recent = self
             .last_epoch_refresh
-            .is_some_and(|t| t.elapsed() < self.settings.watch.slot * 2);
+            .is_some_and(|t| t.elapsed() < self.slot.get() * 2);
         if p.finalized && !refresh.epoch && !recent {
             refresh.epoch = true;
         }

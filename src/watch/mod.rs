@@ -17,6 +17,7 @@ pub mod keymanagers;
 pub mod ops;
 pub mod policy;
 pub mod scheduler;
+pub mod slot;
 pub mod stream;
 pub mod trigger;
 
@@ -151,6 +152,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
                 return Ok(code);
             }
         };
+        let slot = slot::SlotLength::new(task_settings.watch.slot);
         let mut aux = Vec::new();
         if let Some(beacon) = &rec.beacon {
             let cfg = stream::StreamConfig {
@@ -159,7 +161,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
                     .chain_id
                     .numeric()
                     .map(|n| (n, task_settings.chain_id.to_string())),
-                slot: task_settings.watch.slot,
+                slot: slot.clone(),
                 http: beacon.http().clone(),
             };
             aux.push(tokio::spawn(stream::follow(
@@ -214,6 +216,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
             last_counts: (0, 0),
             last_epoch_refresh: None,
             last_scanned: None,
+            slot,
             held_for_witness: false,
             last_hold: None,
             last_outside: 0,

@@ -40,15 +40,17 @@ pub struct Timing {
 }
 
 impl Timing {
-    pub fn of(w: &WatchSettings) -> Self {
+    pub fn of(w: &WatchSettings, slot: Duration) -> Self {
         Timing {
             debounce: w.debounce,
             max_wait: w.max_wait,
-            // A slot, within 1 s to 12 s.
-            recheck: w
-                .slot
-                .clamp(Duration::from_secs(1), Duration::from_secs(12)),
+            recheck: Self::recheck(slot),
         }
+    }
+
+    /// A slot, within 1 s to 12 s.
+    pub fn recheck(slot: Duration) -> Duration {
+        slot.clamp(Duration::from_secs(1), Duration::from_secs(12))
     }
 }
 
@@ -114,6 +116,12 @@ impl Scheduler {
 
     /// The same scheduler, counting every trigger it takes in
     /// (`keysync_triggers_total{reason}`).
+    /// A new slot length (the chain's, once read): held removals are
+    /// looked at again a slot later.
+    pub fn set_slot(&mut self, slot: Duration) {
+        self.timing.recheck = Timing::recheck(slot);
+    }
+
     pub fn counting(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self

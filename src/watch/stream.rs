@@ -34,7 +34,8 @@ pub struct StreamConfig {
     pub urls: Vec<Url>,
     /// Configured chain (numeric, and as configured), when checkable.
     pub expected_chain: Option<(u64, String)>,
-    pub slot: Duration,
+    /// Read at each (re)connection: the chain's, once a pass has read it.
+    pub slot: super::slot::SlotLength,
     /// Used for the chain check of each URL before subscribing.
     pub http: Http,
 }
@@ -54,16 +55,18 @@ pub async fn follow(
             return;
         }
     };
-    // Two slots of silence (at least one second) mean the stream is dead.
-    let silence = (cfg.slot * 2).max(Duration::from_secs(1));
-    // After a failover, try the preferred node again after this long.
-    let come_back = (cfg.slot * 10).max(Duration::from_secs(2));
     let mut backoff = reconnect_backoff();
     loop {
         if *shutdown.borrow() {
             return;
         }
         for (i, url) in cfg.urls.iter().enumerate() {
+            let slot = cfg.slot.get();
+            // Two slots of silence (at least one second) mean the stream
+            // is dead.
+            let silence = (slot * 2).max(Duration::from_secs(1));
+            // After a failover, try the preferred node again after this long.
+            let come_back = (slot * 10).max(Duration::from_secs(2));
             let outcome = tokio::select! {
                 o = session(&cfg, &transport, url, i, silence, come_back, &triggers, &metrics, &health) => o,
                 _ = shutdown.changed() => return,
