@@ -6,10 +6,16 @@
 //! (the status schedule's exact checks, [`ChainCache::due`]). In memory;
 //! the daemon's store persists the entries marked dirty. Never decides
 //! scope: it only remembers.
+//!
+//! Compact at a million validators: one 72-byte slot per validator in one
+//! vector (the pubkey kept once), found by index or by pubkey through two
+//! tables of 4-byte slot numbers, and a status as one byte.
 
 use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hash};
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use crate::beacon::BeaconValidator;
 use crate::domain::{Pubkey, Status, ValidatorIndex};
@@ -33,16 +39,67 @@ pub struct Learned {
     pub displaced: Option<ValidatorIndex>,
 }
 
-#[derive(Debug, Default)]
+/// One validator, as stored.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pubkey: Pubkey,
+    index: ValidatorIndex,
+    /// `NONE` until its exit is initiated.
+    withdrawable: u64,
+    status: u8,
+}
+
+const NONE: u64 = u64::MAX;
+
+/// The statuses of the Beacon API, by their one-byte code; codes above
+/// name the unknown statuses in [`ChainCache::others`].
+const STATUSES: [Status; 9] = [
+    Status::PendingInitialized,
+    Status::PendingQueued,
+    Status::ActiveOngoing,
+    Status::ActiveExiting,
+    Status::ActiveSlashed,
+    Status::ExitedUnslashed,
+    Status::ExitedSlashed,
+    Status::WithdrawalPossible,
+    Status::WithdrawalDone,
+];
+
+/// The most distinct unknown statuses kept by name (a node sends a fixed
+/// vocabulary; a node that invents more gets them lumped together).
+const MAX_OTHERS: usize = 200;
+
+#[derive(Default)]
 pub struct ChainCache {
+    slots: Vec<Slot>,
     // Fx: the keys come from our inputs and the beacon node, so SipHash's
     // flooding resistance buys nothing, and every pass hashes every key.
-    by_pubkey: FxHashMap<Pubkey, ValidatorIndex>,
-    by_index: FxHashMap<ValidatorIndex, Known>,
+    by_index: HashTable<u32>,
+    /// The slot each pubkey names: the last index the node reported it at.
+    by_pubkey: HashTable<u32>,
+    others: Vec<Box<str>>,
     dirty: Vec<ValidatorIndex>,
     /// (withdrawable epoch, index) of every in-scope validator whose exit
     /// was initiated.
     exiting: BTreeSet<(u64, ValidatorIndex)>,
+}
+
+impl std::fmt::Debug for ChainCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainCache")
+            .field("validators", &self.slots.len())
+            .field("exiting", &self.exiting.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a status code is in the registry scope (as [`Status::in_scope`]).
+fn in_scope(code: u8) -> bool {
+    !matches!(STATUSES.get(usize::from(code)), Some(s) if !s.in_scope())
+}
+
+fn hash<T: Hash>(v: &T) -> u64 {
+    FxBuildHasher.hash_one(v)
 }
 
 impl ChainCache {
@@ -51,58 +108,107 @@ impl ChainCache {
     }
 
     pub fn len(&self) -> usize {
-        self.by_index.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_index.is_empty()
+        self.slots.is_empty()
     }
 
     /// Makes room for `n` more validators (one allocation, not doubling).
     pub fn reserve(&mut self, n: usize) {
-        self.by_pubkey.reserve(n);
-        self.by_index.reserve(n);
+        self.slots.reserve_exact(n);
+        let slots = &self.slots;
+        self.by_index
+            .reserve(n, |s| hash(&slots[*s as usize].index));
+        self.by_pubkey
+            .reserve(n, |s| hash(&slots[*s as usize].pubkey));
+    }
+
+    fn slot_of(&self, index: ValidatorIndex) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_index
+            .find(hash(&index), |s| slots[*s as usize].index == index)
+            .copied()
+    }
+
+    fn slot_by_pubkey(&self, pubkey: &Pubkey) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_pubkey
+            .find(hash(pubkey), |s| slots[*s as usize].pubkey == *pubkey)
+            .copied()
     }
 
     pub fn index_of(&self, pubkey: &Pubkey) -> Option<ValidatorIndex> {
-        self.by_pubkey.get(pubkey).copied()
+        self.slot_by_pubkey(pubkey)
+            .map(|s| self.slots[s as usize].index)
     }
 
-    pub fn get(&self, index: ValidatorIndex) -> Option<&Known> {
-        self.by_index.get(&index)
+    pub fn get(&self, index: ValidatorIndex) -> Option<Known> {
+        let s = &self.slots[self.slot_of(index)? as usize];
+        Some(Known {
+            pubkey: s.pubkey,
+            status: self.status(s.status),
+            withdrawable_epoch: (s.withdrawable != NONE).then_some(s.withdrawable),
+        })
+    }
+
+    /// Whether validator `index` is known and in the registry scope.
+    pub fn in_scope(&self, index: ValidatorIndex) -> Option<bool> {
+        let s = &self.slots[self.slot_of(index)? as usize];
+        Some(in_scope(s.status))
+    }
+
+    fn status(&self, code: u8) -> Status {
+        match STATUSES.get(usize::from(code)) {
+            Some(s) => s.clone(),
+            None => Status::Other(
+                self.others
+                    .get(usize::from(code) - STATUSES.len())
+                    .map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+            ),
+        }
+    }
+
+    fn code(&mut self, status: &Status) -> u8 {
+        if let Some(c) = STATUSES.iter().position(|s| s == status) {
+            return c as u8;
+        }
+        let name = status.as_str();
+        let at = match self.others.iter().position(|o| &**o == name) {
+            Some(at) => at,
+            None if self.others.len() < MAX_OTHERS => {
+                self.others.push(name.into());
+                self.others.len() - 1
+            }
+            // Past the limit, the last one stands for every other.
+            None => MAX_OTHERS - 1,
+        };
+        (STATUSES.len() + at) as u8
     }
 
     /// Records what the node said. Returns what changed, if anything.
     pub fn learn(&mut self, v: &BeaconValidator) -> Option<Learned> {
-        let old_pubkey = match self.by_index.get(&v.index) {
-            Some(k)
-                if k.pubkey == v.pubkey
-                    && k.status == v.status
-                    && k.withdrawable_epoch == v.withdrawable_epoch =>
+        let withdrawable = v.withdrawable_epoch.unwrap_or(NONE);
+        let code = self.code(&v.status);
+        let old = self.slot_of(v.index).map(|s| (s, self.slots[s as usize]));
+        let old_pubkey = match old {
+            Some((_, o))
+                if o.pubkey == v.pubkey && o.status == code && o.withdrawable == withdrawable =>
             {
                 return None
             }
-            Some(k) => (k.pubkey != v.pubkey).then_some(k.pubkey),
+            Some((_, o)) => (o.pubkey != v.pubkey).then_some(o.pubkey),
             None => None,
         };
         // Forget the old pubkey only if it still names this index.
-        if let Some(old) = old_pubkey {
-            if self.by_pubkey.get(&old) == Some(&v.index) {
-                self.by_pubkey.remove(&old);
+        if let (Some(pk), Some((at, _))) = (old_pubkey, old) {
+            if let Ok(e) = self.by_pubkey.find_entry(hash(&pk), |s| *s == at) {
+                e.remove();
             }
         }
-        let displaced = self
-            .by_pubkey
-            .insert(v.pubkey, v.index)
-            .filter(|j| *j != v.index);
-        self.put(
-            v.index,
-            Known {
-                pubkey: v.pubkey,
-                status: v.status.clone(),
-                withdrawable_epoch: v.withdrawable_epoch,
-            },
-        );
+        let at = self.put(v.index, v.pubkey, code, withdrawable);
+        let displaced = self.point(at);
         self.dirty.push(v.index);
         Some(Learned {
             index: v.index,
@@ -113,24 +219,76 @@ impl ChainCache {
 
     /// Loads an entry from the store (not marked dirty).
     pub fn restore(&mut self, index: ValidatorIndex, known: Known) {
-        self.by_pubkey.insert(known.pubkey, index);
-        self.put(index, known);
+        let code = self.code(&known.status);
+        let at = self.put(
+            index,
+            known.pubkey,
+            code,
+            known.withdrawable_epoch.unwrap_or(NONE),
+        );
+        self.point(at);
     }
 
-    /// Stores `known` for `index`, keeping the exit schedule in step.
-    fn put(&mut self, index: ValidatorIndex, known: Known) {
-        let exiting = |k: &Known| {
-            k.withdrawable_epoch
-                .filter(|_| k.status.in_scope())
-                .map(|e| (e, index))
+    /// Stores a validator in its slot (a new one if its index is new),
+    /// keeping the exit schedule in step. Returns the slot.
+    fn put(&mut self, index: ValidatorIndex, pubkey: Pubkey, status: u8, withdrawable: u64) -> u32 {
+        let exiting = |s: &Slot| {
+            (s.withdrawable != NONE && in_scope(s.status)).then_some((s.withdrawable, s.index))
         };
-        if let Some(old) = self.by_index.get(&index).and_then(exiting) {
-            self.exiting.remove(&old);
+        let new = Slot {
+            pubkey,
+            index,
+            withdrawable,
+            status,
+        };
+        if let Some(e) = exiting(&new) {
+            self.exiting.insert(e);
         }
-        if let Some(new) = exiting(&known) {
-            self.exiting.insert(new);
+        match self.slot_of(index) {
+            Some(at) => {
+                let old = self.slots[at as usize];
+                if let Some(e) = exiting(&old) {
+                    if exiting(&new) != Some(e) {
+                        self.exiting.remove(&e);
+                    }
+                }
+                self.slots[at as usize] = new;
+                at
+            }
+            None => {
+                let at = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(new);
+                let slots = &self.slots;
+                self.by_index
+                    .insert_unique(hash(&index), at, |s| hash(&slots[*s as usize].index));
+                at
+            }
         }
-        self.by_index.insert(index, known);
+    }
+
+    /// Points slot `at`'s pubkey at it. Returns the index it named before,
+    /// if another.
+    fn point(&mut self, at: u32) -> Option<ValidatorIndex> {
+        let slots = &self.slots;
+        let pubkey = slots[at as usize].pubkey;
+        let h = hash(&pubkey);
+        match self
+            .by_pubkey
+            .find_mut(h, |s| slots[*s as usize].pubkey == pubkey && *s != at)
+        {
+            Some(s) => {
+                let before = slots[*s as usize].index;
+                *s = at;
+                (before != slots[at as usize].index).then_some(before)
+            }
+            None => {
+                if self.by_pubkey.find(h, |s| *s == at).is_none() {
+                    self.by_pubkey
+                        .insert_unique(h, at, |s| hash(&slots[*s as usize].pubkey));
+                }
+                None
+            }
+        }
     }
 
     /// In-scope validators whose `withdrawable_epoch` is at or before
@@ -154,5 +312,146 @@ impl ChainCache {
         d.sort_unstable();
         d.dedup();
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn pk(k: u8) -> Pubkey {
+        let mut b = [0u8; 48];
+        b[0] = k;
+        b[47] = 1;
+        Pubkey(b)
+    }
+
+    /// The cache as two plain maps: what the compact one must equal.
+    #[derive(Default)]
+    struct Model {
+        by_pubkey: HashMap<Pubkey, ValidatorIndex>,
+        by_index: HashMap<ValidatorIndex, Known>,
+    }
+
+    impl Model {
+        fn learn(&mut self, v: &BeaconValidator) -> Option<Learned> {
+            let known = Known {
+                pubkey: v.pubkey,
+                status: v.status.clone(),
+                withdrawable_epoch: v.withdrawable_epoch,
+            };
+            let old_pubkey = match self.by_index.get(&v.index) {
+                Some(k) if *k == known => return None,
+                Some(k) => (k.pubkey != v.pubkey).then_some(k.pubkey),
+                None => None,
+            };
+            if let Some(old) = old_pubkey {
+                if self.by_pubkey.get(&old) == Some(&v.index) {
+                    self.by_pubkey.remove(&old);
+                }
+            }
+            let displaced = self
+                .by_pubkey
+                .insert(v.pubkey, v.index)
+                .filter(|j| *j != v.index);
+            self.by_index.insert(v.index, known);
+            Some(Learned {
+                index: v.index,
+                old_pubkey,
+                displaced,
+            })
+        }
+
+        fn due(&self, epoch: u64) -> Vec<ValidatorIndex> {
+            let mut d: Vec<(u64, ValidatorIndex)> = self
+                .by_index
+                .iter()
+                .filter_map(|(i, k)| {
+                    k.withdrawable_epoch
+                        .filter(|e| *e <= epoch && k.status.in_scope())
+                        .map(|e| (e, *i))
+                })
+                .collect();
+            d.sort_unstable();
+            d.into_iter().map(|(_, i)| i).collect()
+        }
+    }
+
+    const NAMES: [&str; 5] = [
+        "active_ongoing",
+        "active_exiting",
+        "withdrawal_possible",
+        "withdrawal_done",
+        "a_status_of_the_future",
+    ];
+
+    fn validator() -> impl Strategy<Value = BeaconValidator> {
+        (0u64..12, 0u8..10, 0usize..5, prop::option::of(0u64..20)).prop_map(|(i, k, s, e)| {
+            BeaconValidator {
+                index: i,
+                pubkey: pk(k),
+                status: Status::parse(NAMES[s]),
+                withdrawable_epoch: e,
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any sequence of answers (pubkeys moving between indices, statuses
+        /// and withdrawable epochs changing) leaves the compact cache equal
+        /// to two plain maps, change for change.
+        #[test]
+        fn the_compact_cache_equals_plain_maps(answers in prop::collection::vec(validator(), 0..60)) {
+            let mut cache = ChainCache::new();
+            let mut model = Model::default();
+            for v in &answers {
+                prop_assert_eq!(cache.learn(v), model.learn(v));
+            }
+            for i in 0..12 {
+                prop_assert_eq!(cache.get(i), model.by_index.get(&i).cloned());
+            }
+            for k in 0..10 {
+                prop_assert_eq!(cache.index_of(&pk(k)), model.by_pubkey.get(&pk(k)).copied());
+            }
+            for e in 0..21 {
+                prop_assert_eq!(cache.due(e), model.due(e));
+            }
+            prop_assert_eq!(cache.len(), model.by_index.len());
+
+            // Restored from what was learned, the same answers again.
+            let mut restored = ChainCache::new();
+            for i in 0..12 {
+                if let Some(k) = cache.get(i) {
+                    restored.restore(i, k);
+                }
+            }
+            for i in 0..12 {
+                prop_assert_eq!(restored.get(i), cache.get(i));
+            }
+            prop_assert_eq!(restored.due(u64::MAX), cache.due(u64::MAX));
+        }
+    }
+
+    #[test]
+    fn unknown_statuses_keep_their_names_up_to_a_limit() {
+        let mut cache = ChainCache::new();
+        for i in 0..(MAX_OTHERS as u64 + 5) {
+            cache.learn(&BeaconValidator {
+                index: i,
+                pubkey: pk((i % 200) as u8),
+                status: Status::Other(format!("s{i}")),
+                withdrawable_epoch: None,
+            });
+        }
+        assert_eq!(cache.get(3).unwrap().status.as_str(), "s3");
+        let last = cache.get(MAX_OTHERS as u64 + 4).unwrap().status;
+        assert!(
+            last.in_scope(),
+            "an unknown status is never a reason to leave"
+        );
     }
 }

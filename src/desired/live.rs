@@ -186,6 +186,7 @@ impl Live {
             let known = cache.get(key.0);
             let want = want.or_else(|| {
                 known
+                    .as_ref()
                     .filter(|k| listed && k.status.in_scope())
                     .map(|k| k.pubkey)
             });

@@ -386,7 +386,7 @@ impl Store {
             let mut v = Vec::new();
             for i in b * BUCKET..(b + 1) * BUCKET {
                 if let Some(k) = cache.get(i) {
-                    encode_entry(&mut v, i, k);
+                    encode_entry(&mut v, i, &k);
                 }
             }
             ops.push((IVec::from(&b.to_be_bytes()), Some(IVec::from(v))));
