@@ -266,13 +266,34 @@ impl DesiredSet {
             }
             same
         });
-        // Ascending inserts always extend the rightmost leaf; unlike
-        // `collect`, they do not sort (and copy) the entries again.
-        let mut set = BTreeMap::new();
-        for (k, v) in entries {
-            set.insert(k, v);
+        // `collect` builds the tree in bulk from the sorted entries, in
+        // full nodes (reusing the vector: no copy, and the sort finds it
+        // sorted). Ascending inserts would leave every node half empty:
+        // 132 against 73 bytes an entry.
+        DesiredSet {
+            entries: entries.into_iter().collect(),
         }
-        DesiredSet { entries: set }
+    }
+
+    /// Applies `updates` (sorted by key, each key once; `None` clears it)
+    /// and rebuilds the tree in bulk, in full nodes: for changes to a large
+    /// part of the set (the daemon's start), where setting entries one by
+    /// one would leave every node half empty.
+    pub fn merge_sorted(&mut self, updates: Vec<(Key, Option<Pubkey>)>) {
+        let old = std::mem::take(&mut self.entries);
+        let mut merged: Vec<(Key, Pubkey)> = Vec::with_capacity(old.len().max(updates.len()));
+        let mut old = old.into_iter().peekable();
+        for (key, want) in updates {
+            while let Some(kept) = old.next_if(|(k, _)| *k < key) {
+                merged.push(kept);
+            }
+            old.next_if(|(k, _)| *k == key);
+            if let Some(pk) = want {
+                merged.push((key, pk));
+            }
+        }
+        merged.extend(old);
+        self.entries = merged.into_iter().collect();
     }
 }
 
@@ -379,6 +400,28 @@ mod tests {
                 inserted.set(k, Some(*v));
             }
             proptest::prop_assert_eq!(DesiredSet::from_in_order(entries), inserted);
+        }
+
+        #[test]
+        fn a_bulk_merge_equals_setting_one_by_one(
+            start in proptest::collection::vec((0u64..20, 0u8..4), 0..30),
+            updates in proptest::collection::btree_map(0u64..24, proptest::option::of(0u8..4), 0..30),
+        ) {
+            let chain = ChainId::new("0x1");
+            let key = |i: u64| (i, chain.clone());
+            let mut merged = DesiredSet::from_in_order(
+                start.into_iter().map(|(i, k)| (key(i), Pubkey([k; 48]))).collect(),
+            );
+            let mut one_by_one = merged.clone();
+            let updates: Vec<(Key, Option<Pubkey>)> = updates
+                .into_iter()
+                .map(|(i, k)| (key(i), k.map(|k| Pubkey([k; 48]))))
+                .collect();
+            for (k, v) in &updates {
+                one_by_one.set(k, *v);
+            }
+            merged.merge_sorted(updates);
+            proptest::prop_assert_eq!(merged, one_by_one);
         }
 
         #[test]

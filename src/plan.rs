@@ -39,16 +39,22 @@ pub struct RegistrySnapshot {
 
 impl RegistrySnapshot {
     pub fn from_rows(rows: impl IntoIterator<Item = Assignment>) -> Self {
-        let mut snap = RegistrySnapshot::default();
-        for a in rows {
-            // Duplicate rows for one key: an active one wins.
-            let active = snap
-                .rows
-                .entry((a.validator_index, a.chain_id))
-                .or_insert(false);
-            *active |= a.active;
+        let mut rows: Vec<(Key, bool)> = rows
+            .into_iter()
+            .map(|a| ((a.validator_index, a.chain_id), a.active))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Duplicate rows for one key: an active one wins.
+        rows.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            kept.1 |= same && later.1;
+            same
+        });
+        // Built in bulk, in full nodes (a row at a time leaves them half
+        // empty).
+        RegistrySnapshot {
+            rows: rows.into_iter().collect(),
         }
-        snap
     }
 
     /// Keys currently assigned (active rows only).

@@ -11,6 +11,10 @@ use crate::cache::{ChainCache, Learned};
 use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex};
 use crate::inputs::{Delta, Record, SourceContent};
 
+/// From this many touched keys (and half the set), a settle rebuilds the
+/// set in bulk (small in tests, so that the property test takes both ways).
+const BULK: usize = if cfg!(test) { 3 } else { 4096 };
+
 /// The daemon's desired set, kept between passes.
 #[derive(Debug)]
 pub struct Live {
@@ -176,29 +180,51 @@ impl Live {
     /// Re-evaluates the touched keys. `last_record` finds, in input order,
     /// the last record's pubkey for a key whose records disagree.
     pub fn settle(&mut self, cache: &ChainCache, last_record: impl Fn(&Key) -> Option<Pubkey>) {
-        for key in &self.touched {
-            let want = match self.records.get(key).map(Vec::as_slice) {
-                Some([(pk, _)]) => Some(*pk),
-                Some(_) => last_record(key),
-                None => None,
-            };
-            let listed = key.1 == self.chain_id && self.listed(key.0, cache);
-            let known = cache.get(key.0);
-            let want = want.or_else(|| {
-                known
-                    .as_ref()
-                    .filter(|k| listed && k.status.in_scope())
-                    .map(|k| k.pubkey)
-            });
-            self.desired.set(key, want);
-            if key.1 == self.chain_id {
-                if listed && known.is_some_and(|k| !k.status.in_scope()) {
-                    self.excluded.insert(key.0);
-                } else {
-                    self.excluded.remove(&key.0);
-                }
+        // Touching much of the set (the start, a rebuild): evaluate every
+        // touched key, then build the set in bulk, in full nodes.
+        let bulk = self.touched.len() >= BULK && self.touched.len() * 2 >= self.desired.len();
+        let mut updates = Vec::with_capacity(if bulk { self.touched.len() } else { 0 });
+        let touched = std::mem::take(&mut self.touched);
+        for key in &touched {
+            let want = self.want(key, cache, &last_record);
+            if bulk {
+                updates.push((key.clone(), want));
+            } else {
+                self.desired.set(key, want);
             }
         }
+        self.touched = touched;
+        if bulk {
+            self.desired.merge_sorted(updates);
+        }
+    }
+
+    /// What the set should hold for `key`, noting whether it is excluded.
+    fn want(
+        &mut self,
+        key: &Key,
+        cache: &ChainCache,
+        last_record: &impl Fn(&Key) -> Option<Pubkey>,
+    ) -> Option<Pubkey> {
+        let want = match self.records.get(key).map(Vec::as_slice) {
+            Some([(pk, _)]) => Some(*pk),
+            Some(_) => last_record(key),
+            None => None,
+        };
+        let listed = key.1 == self.chain_id && self.listed(key.0, cache);
+        let known = cache.get(key.0);
+        if key.1 == self.chain_id {
+            if listed && known.as_ref().is_some_and(|k| !k.status.in_scope()) {
+                self.excluded.insert(key.0);
+            } else {
+                self.excluded.remove(&key.0);
+            }
+        }
+        want.or_else(|| {
+            known
+                .filter(|k| listed && k.status.in_scope())
+                .map(|k| k.pubkey)
+        })
     }
 
     /// Whether a pubkey or index line names validator `i`.

@@ -1,0 +1,110 @@
+//! Where the daemon's memory goes at N validators (default 1,000,000):
+//! builds each long-lived structure the way the daemon does at start, in
+//! the daemon's order, and prints the resident memory each one adds.
+//!
+//! `cargo run --release --example memory-bench` (N from `BENCH_N`). The
+//! numbers are VmRSS deltas under the daemon's allocator settings
+//! ([`keysync::alloc::tune`]): what the process holds, fragmentation
+//! included. Transient buffers of a pass (beacon answers, lookup lists) are
+//! not here; `bench/watch_bench.rs` measures the whole daemon.
+
+use keysync::beacon::BeaconValidator;
+use keysync::cache::ChainCache;
+use keysync::desired::Live;
+use keysync::domain::{Assignment, ChainId, Pubkey, Status};
+use keysync::inputs::SourceContent;
+use keysync::plan::RegistrySnapshot;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A pubkey that looks random (BLS keys are).
+fn pubkey(i: u64) -> Pubkey {
+    let mut b = [0u8; 48];
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x2545_F491_4F6C_DD1D;
+    for chunk in b.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    b[0] = 0x80 | (b[0] & 0x1f);
+    Pubkey(b)
+}
+
+struct Meter {
+    last: u64,
+    start: u64,
+}
+
+impl Meter {
+    fn step(&mut self, what: &str) {
+        let now = rss_kib();
+        println!(
+            "| {what} | {:.1} | {:.1} |",
+            (now as f64 - self.last as f64) / 1024.0,
+            (now - self.start) as f64 / 1024.0
+        );
+        self.last = now;
+    }
+}
+
+fn main() {
+    keysync::alloc::tune();
+    let n: u64 = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let chain = ChainId::new("0x1");
+    let start = rss_kib();
+    let mut m = Meter { last: start, start };
+    println!("N = {n}; VmRSS at start {:.1} MiB\n", start as f64 / 1024.0);
+    println!("| structure | adds (MiB) | total (MiB) |\n|---|---:|---:|");
+
+    let content = SourceContent {
+        pubkeys: (0..n).map(pubkey).collect(),
+        ..Default::default()
+    };
+    m.step("input's last good content (`SourceContent`, 48-byte pubkeys)");
+
+    let mut cache = ChainCache::new();
+    cache.reserve(n as usize);
+    for i in 0..n {
+        cache.learn(&BeaconValidator {
+            index: i,
+            pubkey: pubkey(i),
+            status: Status::ActiveOngoing,
+            withdrawable_epoch: None,
+        });
+    }
+    let _ = cache.take_dirty();
+    m.step("chain cache (`ChainCache`)");
+
+    let mut live = Live::new(chain.clone());
+    live.rebuild(&content, &cache);
+    m.step("desired set's line counts (`Live` before settling; touched keys included)");
+    live.settle(&cache, |_| None);
+    m.step("desired set (`DesiredSet`, after settling)");
+    live.clear_touched();
+    m.step("touched keys released");
+
+    let snapshot = RegistrySnapshot::from_rows((0..n).map(|i| Assignment {
+        validator_index: i,
+        chain_id: chain.clone(),
+        active: true,
+    }));
+    m.step("registry snapshot (`RegistrySnapshot`)");
+    println!(
+        "\nkept: {} lines, {} cached, {} desired, {} rows",
+        content.pubkeys.len(),
+        cache.len(),
+        live.desired().len(),
+        snapshot.len()
+    );
+}
