@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
+use super::counts::PubkeyCounts;
 use super::{lookups, Refresh};
 use crate::beacon::ValidatorId;
 use crate::cache::{ChainCache, Learned};
@@ -20,7 +21,7 @@ const BULK: usize = if cfg!(test) { 3 } else { 4096 };
 pub struct Live {
     chain_id: ChainId,
     /// Reference counts of the input lines, over every input.
-    pubkeys: FxHashMap<Pubkey, u32>,
+    pubkeys: PubkeyCounts,
     indices: FxHashMap<ValidatorIndex, u32>,
     /// Per record key: each distinct pubkey with its count.
     records: FxHashMap<Key, Vec<(Pubkey, u32)>>,
@@ -60,7 +61,7 @@ impl Live {
     pub fn new(chain_id: ChainId) -> Live {
         Live {
             chain_id,
-            pubkeys: FxHashMap::default(),
+            pubkeys: PubkeyCounts::default(),
             indices: FxHashMap::default(),
             records: FxHashMap::default(),
             desired: DesiredSet::new(),
@@ -92,7 +93,7 @@ impl Live {
     /// Counts `content`'s lines in (`add`) or out, touching their keys.
     fn count(&mut self, content: &SourceContent, add: bool, cache: &ChainCache) {
         for pk in &content.pubkeys {
-            let n = bump(&mut self.pubkeys, *pk, add);
+            let n = self.pubkeys.bump(*pk, add);
             match cache.index_of(pk) {
                 Some(i) => {
                     self.touched.insert((i, self.chain_id.clone()));
@@ -170,7 +171,7 @@ impl Live {
                 self.unresolved_pubkeys.remove(&k.pubkey);
             }
             if let Some(old) = c.old_pubkey {
-                if self.pubkeys.contains_key(&old) && cache.index_of(&old).is_none() {
+                if self.pubkeys.contains(&old) && cache.index_of(&old).is_none() {
                     self.unresolved_pubkeys.insert(old);
                 }
             }
@@ -231,7 +232,7 @@ impl Live {
     fn listed(&self, i: ValidatorIndex, cache: &ChainCache) -> bool {
         self.indices.contains_key(&i)
             || cache.get(i).is_some_and(|k| {
-                self.pubkeys.contains_key(&k.pubkey) && cache.index_of(&k.pubkey) == Some(i)
+                self.pubkeys.contains(&k.pubkey) && cache.index_of(&k.pubkey) == Some(i)
             })
     }
 
@@ -263,8 +264,8 @@ impl Live {
 
     /// Pubkey and index lines, over every input.
     pub fn lines(&self) -> usize {
-        let sum = |m: &mut dyn Iterator<Item = &u32>| m.map(|n| *n as usize).sum::<usize>();
-        sum(&mut self.pubkeys.values()) + sum(&mut self.indices.values())
+        let by_pubkey: usize = self.pubkeys.counts().map(|n| n as usize).sum();
+        by_pubkey + self.indices.values().map(|n| *n as usize).sum::<usize>()
     }
 
     /// What to ask the beacon node: the lines it has not resolved yet, the
@@ -290,7 +291,7 @@ impl Live {
         let unknown = self
             .unresolved_pubkeys
             .iter()
-            .map(|pk| count(self.pubkeys.get(pk)))
+            .map(|pk| self.pubkeys.get(pk) as usize)
             .chain(
                 self.unresolved_indices
                     .iter()
@@ -304,7 +305,7 @@ impl Live {
                 let by_pubkey = cache
                     .get(*i)
                     .filter(|k| cache.index_of(&k.pubkey) == Some(*i))
-                    .map_or(0, |k| count(self.pubkeys.get(&k.pubkey)));
+                    .map_or(0, |k| self.pubkeys.get(&k.pubkey) as usize);
                 count(self.indices.get(i)) + by_pubkey
             })
             .sum();
@@ -326,7 +327,7 @@ impl super::Listing for Live {
     ) -> rustc_hash::FxHashSet<ValidatorIndex> {
         candidates
             .iter()
-            .filter(|(i, pk)| self.indices.contains_key(i) || self.pubkeys.contains_key(pk))
+            .filter(|(i, pk)| self.indices.contains_key(i) || self.pubkeys.contains(pk))
             .map(|(i, _)| *i)
             .collect()
     }

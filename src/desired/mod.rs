@@ -14,6 +14,7 @@
 //! input change or a beacon answer touched, so a pass costs what changed
 //! rather than the size of the set. A property test holds the two equal.
 
+mod counts;
 mod live;
 mod schedule;
 
