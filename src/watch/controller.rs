@@ -327,6 +327,10 @@ impl Controller {
             tracing::warn!(error = %e, "could not persist the chain cache");
         }
         self.leaving(&due);
+        if p.all_sources || stale.refresh.all {
+            // Millions of small allocations were freed: hand them back.
+            crate::alloc::trim();
+        }
         let outcome = result?;
         if let Some((epoch, period)) = tick {
             self.last_scanned = Some(self.last_scanned.map_or(epoch, |l| l.max(epoch)));
