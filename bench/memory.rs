@@ -100,6 +100,30 @@ fn main() {
         active: true,
     }));
     m.step("registry snapshot (`RegistrySnapshot`)");
+    let dir = std::env::temp_dir().join(format!("keysync-memory-bench-{}", std::process::id()));
+    let store = keysync::store::Store::open(&dir, &chain).expect("store opens");
+    for i in 0..n {
+        // As after the first pass: every entry to persist.
+        cache.learn(&BeaconValidator {
+            index: i,
+            pubkey: pubkey(i),
+            status: Status::ActiveExiting,
+            withdrawable_epoch: None,
+        });
+    }
+    m.step("(chain cache marked dirty)");
+    store.save_cache(&mut cache).expect("cache saved");
+    store.flush().expect("flushed");
+    m.step("store: the chain cache saved (`sled`)");
+    store
+        .save_source("file:/bench", &content)
+        .expect("content saved");
+    store.flush().expect("flushed");
+    m.step("store: the input's last good content saved (`sled`)");
+    keysync::alloc::trim();
+    m.step("after trimming the heap");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "\nkept: {} lines, {} cached, {} desired, {} rows",
         content.pubkeys.len(),
