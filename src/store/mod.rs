@@ -53,8 +53,8 @@ use sled::{IVec, Transactional};
 use crate::cache::ChainCache;
 use crate::inputs::SourceContent;
 use codec::{
-    chunk_hash, chunk_key, chunk_prefix, decode_entry, decode_source, encode_entry, encode_source,
-    manifest_key, Manifest, Reader, BUCKET, CHUNK,
+    chunk_hash, chunk_key, chunk_prefix, decode_bucket, decode_source, encode_bucket,
+    encode_source, manifest_key, Manifest, BUCKET, CHUNK,
 };
 
 pub use codec::MAX_CHAIN_ID_BYTES;
@@ -358,14 +358,11 @@ impl Store {
     /// The cached chain knowledge.
     pub fn load_cache(&self) -> ChainCache {
         let mut cache = ChainCache::new();
-        for (_, v) in self.chain.iter().flatten() {
-            let mut r = Reader(&v);
-            while !r.0.is_empty() {
-                let Some((index, known)) = decode_entry(&mut r) else {
-                    break;
-                };
-                cache.restore(index, known);
-            }
+        for (k, v) in self.chain.iter().flatten() {
+            let Ok(bucket) = <[u8; 8]>::try_from(&*k).map(u64::from_be_bytes) else {
+                continue;
+            };
+            decode_bucket(bucket, &v, |index, known| cache.restore(index, known));
         }
         cache
     }
@@ -383,12 +380,10 @@ impl Store {
         buckets.dedup();
         let mut ops = Vec::with_capacity(buckets.len());
         for b in buckets {
-            let mut v = Vec::new();
-            for i in b * BUCKET..(b + 1) * BUCKET {
-                if let Some(k) = cache.get(i) {
-                    encode_entry(&mut v, i, &k);
-                }
-            }
+            let entries: Vec<(u64, crate::cache::Known)> = (b * BUCKET..(b + 1) * BUCKET)
+                .filter_map(|i| cache.get(i).map(|k| (i, k)))
+                .collect();
+            let v = encode_bucket(entries.iter().map(|(i, k)| (*i, k)));
             ops.push((IVec::from(&b.to_be_bytes()), Some(IVec::from(v))));
         }
         self.write(&self.chain, ops)?;
