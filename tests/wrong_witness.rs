@@ -428,3 +428,49 @@ async fn invariant_2_failover_never_uses_a_node_on_another_chain_in_the_daemon()
     );
     daemon.stop().await.unwrap();
 }
+
+/// Quiet passes reuse the last vetting (a quiet epoch costs only its
+/// status scan), so a node that stops being synced between passes is only
+/// found out when removals are at stake: its answers must still remove
+/// nothing until it is synced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant_2_a_node_that_stops_being_synced_between_passes_removes_nothing() {
+    let sim = sim(64).await;
+    let (_d, dir) = tmp();
+    let file = dir.join("ours.txt");
+    std::fs::write(&file, "0\n1\n2\n3\n").unwrap();
+    let mut c = watch_common(&sim, None);
+    c.index_list_file = Some(file);
+    let daemon = watch::start(settings(watch_args(c, &dir.join("state"), true, 10)))
+        .await
+        .unwrap();
+    eventually("assigned", T, || active(&sim) == vec![0, 1, 2, 3]).await;
+    // A few quiet epoch passes, each without asking the node of itself.
+    let scanned = || daemon.metrics.get("keysync_status_scan_epoch", &[]);
+    let first = scanned();
+    eventually("quiet epochs", T, || scanned() >= first + 3.0).await;
+    let syncing = sim.count(Route::NodeSyncing);
+    let e = scanned();
+    eventually("one more quiet epoch", T, || scanned() >= e + 2.0).await;
+    assert_eq!(
+        sim.count(Route::NodeSyncing),
+        syncing,
+        "a quiet epoch does not ask the node whether it is synced"
+    );
+
+    sim.set_sync(SyncMode::Syncing { distance: 500 });
+    sim.set_status(2, "withdrawal_done");
+    let held = || {
+        daemon.metrics.get(
+            "keysync_held_deletes_by_reason",
+            &[("reason", "beacon_not_synced")],
+        )
+    };
+    eventually("the removal is held", T, || held() == 1.0).await;
+    assert_eq!(active(&sim), vec![0, 1, 2, 3], "nothing removed");
+    assert_eq!(sim.count(Route::Unassign), 0);
+
+    sim.set_sync(SyncMode::Synced);
+    eventually("released once synced", T, || active(&sim) == vec![0, 1, 3]).await;
+    daemon.stop().await.unwrap();
+}

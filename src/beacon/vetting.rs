@@ -42,7 +42,12 @@ enum Vetted {
 #[derive(Debug, Default)]
 pub(super) struct Pass {
     vetted: Vec<Option<Vetted>>,
+    /// Nodes whose vetting was carried over from the last pass (a light
+    /// pass): checked afresh before they may confirm a removal.
+    carried: Vec<bool>,
     selected: Option<usize>,
+    /// Nodes whose answer this pass used.
+    used: Vec<usize>,
     /// The first node not synced whose answer this pass used.
     unsynced_used: Option<NotSynced>,
 }
@@ -77,6 +82,26 @@ impl BeaconClient {
         *lock(&self.pass) = Pass::default();
     }
 
+    /// Starts a light pass (an epoch tick, a file change): a node the last
+    /// pass found on the configured chain and synced is used without
+    /// asking it again, so a quiet epoch costs only its status scan. Before
+    /// such a node's answers may remove anything, [`BeaconClient::witness`]
+    /// vets it afresh; the chain is also checked at every stream
+    /// (re)connect and resync, which start full passes.
+    pub fn begin_light_pass(&self) {
+        let mut p = lock(&self.pass);
+        let vetted: Vec<Option<Vetted>> = std::mem::take(&mut p.vetted)
+            .into_iter()
+            .map(|v| v.filter(|v| matches!(v, Vetted::Usable(Ok(_)))))
+            .collect();
+        let carried = vetted.iter().map(Option::is_some).collect();
+        *p = Pass {
+            vetted,
+            carried,
+            ..Pass::default()
+        };
+    }
+
     /// Picks this pass's node (vetting them in order until a synced one is
     /// found); fails when none is usable. A no-op for a plain client.
     pub async fn check(&self) -> Result<(), BeaconError> {
@@ -88,7 +113,44 @@ impl BeaconClient {
     /// if the pass has not yet.
     pub async fn witness(&self) -> Result<Witness, BeaconError> {
         let i = self.select().await?;
+        self.vet_carried(i).await?;
         Ok(self.verdict(i))
+    }
+
+    /// Vets afresh the chosen node `i` and every node whose answer the pass
+    /// used, where their vetting was carried over from the last pass. A
+    /// node no longer on the configured chain fails the pass.
+    async fn vet_carried(&self, i: usize) -> Result<(), BeaconError> {
+        let stale: Vec<usize> = {
+            let p = lock(&self.pass);
+            let mut nodes = p.used.clone();
+            nodes.push(i);
+            nodes.sort_unstable();
+            nodes.dedup();
+            nodes.retain(|n| p.carried.get(*n).copied().unwrap_or(false));
+            nodes
+        };
+        for n in stale {
+            let v = self.vet_now(n).await;
+            let url = self.url_of(n);
+            let mut p = lock(&self.pass);
+            if let Some(c) = p.carried.get_mut(n) {
+                *c = false;
+            }
+            if let Some(slot) = p.vetted.get_mut(n) {
+                *slot = Some(v.clone());
+            }
+            match v {
+                Vetted::Unusable(e) => return Err(e),
+                Vetted::Usable(Err(why)) if p.used.contains(&n) => {
+                    if p.unsynced_used.is_none() {
+                        p.unsynced_used = Some(NotSynced { url, why });
+                    }
+                }
+                Vetted::Usable(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// The clock and exit timing of the node in use, else of the first
@@ -184,6 +246,9 @@ impl BeaconClient {
     fn used(&self, i: usize) {
         let url = self.url_of(i);
         let mut p = lock(&self.pass);
+        if !p.used.contains(&i) {
+            p.used.push(i);
+        }
         if p.unsynced_used.is_some() {
             return;
         }

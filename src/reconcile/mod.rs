@@ -249,11 +249,13 @@ impl Reconciler {
         })
     }
 
-    /// Starts a pass on the beacon side: every node is vetted again (right
-    /// chain, synced) before its next answer is used.
+    /// Starts a light pass on the beacon side: a node the last pass
+    /// vetted (right chain, synced) answers without being asked again, and
+    /// is vetted afresh before it may confirm a removal (see
+    /// [`crate::beacon::BeaconClient::begin_light_pass`]).
     pub(crate) fn begin_pass(&self) {
         if let Some(b) = &self.beacon {
-            b.begin_pass();
+            b.begin_light_pass();
         }
     }
 
