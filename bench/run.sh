@@ -9,12 +9,21 @@
 #     and cold sync --apply for N = 1,000 / 10,000 / 100,000, keysync alone
 #     at 1,000,000, against `keysync-sim --latency-ms $LATENCY_MS`;
 #  4. the daemon benchmark: `cargo run --release --example watch-bench`
-#     (bench/watch_bench.rs).
+#     (bench/watch_bench.rs): one `keysync watch --apply` run per size in
+#     WATCH_SIZES (first pass, steady memory, beacon requests per quiet
+#     epoch over whole scan periods, exit → unassign from the withdrawable
+#     boundary with mainnet exit timing, file drop → assign). About 10
+#     minutes per size on 2 cores.
 # Both write their section of BENCHMARKS.md (and print it).
 #
 # Knobs (env): LATENCY_MS (default 1), SIZES (default 1000,10000,100000),
 # KEYSYNC_ONLY (default 1000000), SKIP_ONESHOT=1, SKIP_WATCH=1,
-# PIP_SPEC (default optimum-keysync==1.1.1).
+# PIP_SPEC (default optimum-keysync==1.1.1),
+# WATCH_SIZES (daemon benchmark sizes, default 100000,1000000; passed on as
+# BENCH_SIZES). The daemon benchmark's own knobs (BENCH_SLOT_MS,
+# BENCH_SLOTS_PER_EPOCH, BENCH_EXIT_DELAY_EPOCHS,
+# BENCH_WITHDRAWABLE_DELAY_EPOCHS, BENCH_QUIET_PERIODS, BENCH_DEBOUNCE_MS,
+# BENCH_OUT, KEYSYNC_LOG) pass through; see bench/watch_bench.rs.
 # Loopback only; every child process is bounded by a timeout and killed on exit.
 set -euo pipefail
 
@@ -22,6 +31,7 @@ cd "$(dirname "$0")/.."
 LATENCY_MS="${LATENCY_MS:-1}"
 SIZES="${SIZES:-1000,10000,100000}"
 KEYSYNC_ONLY="${KEYSYNC_ONLY-1000000}"
+WATCH_SIZES="${WATCH_SIZES:-100000,1000000}"
 PIP_SPEC="${PIP_SPEC:-optimum-keysync==1.1.1}"
 
 VENV="$(mktemp -d "${TMPDIR:-/tmp}/keysync-bench-venv.XXXXXX")"
@@ -53,6 +63,9 @@ if [[ "${SKIP_ONESHOT:-0}" != 1 ]]; then
 fi
 
 if [[ "${SKIP_WATCH:-0}" != 1 ]]; then
-  echo "== daemon benchmark" >&2
-  KEYSYNC_BIN="$BIN/keysync" timeout 1200 cargo run --release --example watch-bench
+  # ~10 minutes a size; the bench's own watchdog is tighter than this bound.
+  n_sizes=$(tr ', ' '\n\n' <<<"$WATCH_SIZES" | grep -c .)
+  echo "== daemon benchmark (sizes $WATCH_SIZES)" >&2
+  KEYSYNC_BIN="$BIN/keysync" BENCH_SIZES="$WATCH_SIZES" timeout $((1800 * n_sizes + 600)) \
+    cargo run --release --example watch-bench
 fi
