@@ -327,8 +327,10 @@ impl Controller {
             tracing::warn!(error = %e, "could not persist the chain cache");
         }
         self.leaving(&due);
-        if p.all_sources || stale.refresh.all {
-            // Millions of small allocations were freed: hand them back.
+        if p.all_sources || stale.refresh.all || tick.is_some() {
+            // Millions of small allocations were freed (a whole rebuild), or
+            // an epoch's pass left its lookup buffers: hand them back. A few
+            // milliseconds, at most once an epoch but for rebuilds.
             crate::alloc::trim();
         }
         let outcome = result?;
