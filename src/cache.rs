@@ -53,17 +53,7 @@ const NONE: u64 = u64::MAX;
 
 /// The statuses of the Beacon API, by their one-byte code; codes above
 /// name the unknown statuses in [`ChainCache::others`].
-const STATUSES: [Status; 9] = [
-    Status::PendingInitialized,
-    Status::PendingQueued,
-    Status::ActiveOngoing,
-    Status::ActiveExiting,
-    Status::ActiveSlashed,
-    Status::ExitedUnslashed,
-    Status::ExitedSlashed,
-    Status::WithdrawalPossible,
-    Status::WithdrawalDone,
-];
+const STATUSES: [Status; 9] = Status::ALL;
 
 /// The most distinct unknown statuses kept by name (a node sends a fixed
 /// vocabulary; a node that invents more gets them lumped together).
@@ -171,8 +161,8 @@ impl ChainCache {
     }
 
     fn code(&mut self, status: &Status) -> u8 {
-        if let Some(c) = STATUSES.iter().position(|s| s == status) {
-            return c as u8;
+        if let Some(c) = status.code() {
+            return c;
         }
         let name = status.as_str();
         let at = match self.others.iter().position(|o| &**o == name) {

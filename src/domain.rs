@@ -325,6 +325,25 @@ pub enum Status {
 }
 
 impl Status {
+    /// The Beacon API's statuses. Their order is their one-byte code in
+    /// the chain cache and in the store: fixed for good (append only).
+    pub const ALL: [Status; 9] = [
+        Status::PendingInitialized,
+        Status::PendingQueued,
+        Status::ActiveOngoing,
+        Status::ActiveExiting,
+        Status::ActiveSlashed,
+        Status::ExitedUnslashed,
+        Status::ExitedSlashed,
+        Status::WithdrawalPossible,
+        Status::WithdrawalDone,
+    ];
+
+    /// Its code in [`Status::ALL`], if it is one of the API's.
+    pub fn code(&self) -> Option<u8> {
+        Status::ALL.iter().position(|s| s == self).map(|c| c as u8)
+    }
+
     pub fn parse(s: &str) -> Status {
         match s {
             "pending_initialized" => Status::PendingInitialized,

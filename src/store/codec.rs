@@ -121,25 +121,11 @@ pub(super) fn digest(sum: u64, entries: usize) -> u64 {
 const BUCKET_V2: [u8; 2] = [0xFF, 0x02];
 
 /// A compact entry's flag: its status is a code (the low six bits) into
-/// [`STATUS_CODES`], not a length followed by the name.
+/// [`Status::ALL`], not a length followed by the name.
 const CODED: u8 = 0x40;
 
 /// The longest status name a compact entry keeps (six bits of length).
 const MAX_CODED_NAME: usize = 0x3f;
-
-/// The Beacon API's statuses by their stored code: the order is fixed
-/// for good.
-const STATUS_CODES: [&str; 9] = [
-    "pending_initialized",
-    "pending_queued",
-    "active_ongoing",
-    "active_exiting",
-    "active_slashed",
-    "exited_unslashed",
-    "exited_slashed",
-    "withdrawal_possible",
-    "withdrawal_done",
-];
 
 /// A cache bucket: the entries of indices `bucket * BUCKET ..` (in
 /// order), each as its offset in the bucket (2 bytes), its pubkey, a flag
@@ -156,10 +142,10 @@ pub(super) fn encode_bucket<'a>(entries: impl Iterator<Item = (u64, &'a Known)>)
         } else {
             0
         };
-        let name = k.status.as_str();
-        match STATUS_CODES.iter().position(|s| *s == name) {
-            Some(code) => v.push(flag | CODED | code as u8),
+        match k.status.code() {
+            Some(code) => v.push(flag | CODED | code),
             None => {
+                let name = k.status.as_str();
                 let mut n = name.len().min(MAX_CODED_NAME);
                 while !name.is_char_boundary(n) {
                     n -= 1;
@@ -204,7 +190,7 @@ fn decode_compact(r: &mut Reader<'_>, base: u64) -> Option<(u64, Known)> {
     let flag = r.take(1)?[0];
     let low = usize::from(flag & MAX_CODED_NAME as u8);
     let status = if flag & CODED != 0 {
-        Status::parse(STATUS_CODES.get(low)?)
+        Status::ALL.get(low)?.clone()
     } else {
         Status::parse(std::str::from_utf8(r.take(low)?).ok()?)
     };
