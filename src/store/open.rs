@@ -48,11 +48,11 @@ fn try_open(path: &Path) -> Result<sled::Db, OpenFail> {
     let path = path.to_path_buf();
     let opened = catch_unwind(move || {
         // A small page cache: the store is read once, at start, and written
-        // a few buckets a pass (16 → 4 → 1 MB: the daemon's steady RSS at
-        // 100,000 validators 61 → 57 → see BENCHMARKS.md).
+        // a few buckets a pass (16 → 4 MB: the daemon's steady RSS at
+        // 100,000 validators 61 → 57 MiB, see BENCHMARKS.md).
         sled::Config::new()
             .path(path)
-            .cache_capacity(1 << 20)
+            .cache_capacity(4 << 20)
             .open()
     });
     match opened {
