@@ -120,8 +120,13 @@ fn main() {
         .expect("content saved");
     store.flush().expect("flushed");
     m.step("store: the input's last good content saved (`sled`)");
+    let t = std::time::Instant::now();
     keysync::alloc::trim();
-    m.step("after trimming the heap");
+    let took = t.elapsed();
+    m.step(&format!(
+        "after trimming the heap ({:.1} ms)",
+        took.as_secs_f64() * 1000.0
+    ));
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     println!(

@@ -51,10 +51,6 @@ struct Slot {
 
 const NONE: u64 = u64::MAX;
 
-/// The statuses of the Beacon API, by their one-byte code; codes above
-/// name the unknown statuses in [`ChainCache::others`].
-const STATUSES: [Status; 9] = Status::ALL;
-
 /// The most distinct unknown statuses kept by name (a node sends a fixed
 /// vocabulary; a node that invents more gets them lumped together).
 const MAX_OTHERS: usize = 200;
@@ -67,6 +63,7 @@ pub struct ChainCache {
     by_index: HashTable<u32>,
     /// The slot each pubkey names: the last index the node reported it at.
     by_pubkey: HashTable<u32>,
+    /// Unknown status names; their code is `Status::ALL.len()` + position.
     others: Vec<Box<str>>,
     dirty: Vec<ValidatorIndex>,
     /// (withdrawable epoch, index) of every in-scope validator whose exit
@@ -85,7 +82,7 @@ impl std::fmt::Debug for ChainCache {
 
 /// Whether a status code is in the registry scope (as [`Status::in_scope`]).
 fn in_scope(code: u8) -> bool {
-    !matches!(STATUSES.get(usize::from(code)), Some(s) if !s.in_scope())
+    !matches!(Status::ALL.get(usize::from(code)), Some(s) if !s.in_scope())
 }
 
 fn hash<T: Hash>(v: &T) -> u64 {
@@ -143,18 +140,12 @@ impl ChainCache {
         })
     }
 
-    /// Whether validator `index` is known and in the registry scope.
-    pub fn in_scope(&self, index: ValidatorIndex) -> Option<bool> {
-        let s = &self.slots[self.slot_of(index)? as usize];
-        Some(in_scope(s.status))
-    }
-
     fn status(&self, code: u8) -> Status {
-        match STATUSES.get(usize::from(code)) {
+        match Status::ALL.get(usize::from(code)) {
             Some(s) => s.clone(),
             None => Status::Other(
                 self.others
-                    .get(usize::from(code) - STATUSES.len())
+                    .get(usize::from(code) - Status::ALL.len())
                     .map_or_else(|| "unknown".to_string(), |s| s.to_string()),
             ),
         }
@@ -174,7 +165,7 @@ impl ChainCache {
             // Past the limit, the last one stands for every other.
             None => MAX_OTHERS - 1,
         };
-        (STATUSES.len() + at) as u8
+        (Status::ALL.len() + at) as u8
     }
 
     /// Records what the node said. Returns what changed, if anything.
@@ -289,11 +280,6 @@ impl ChainCache {
             .range(..=(epoch, ValidatorIndex::MAX))
             .map(|(_, i)| *i)
             .collect()
-    }
-
-    /// In-scope validators whose exit was initiated.
-    pub fn exiting(&self) -> usize {
-        self.exiting.len()
     }
 
     /// Indices changed since the last call, for persisting.

@@ -553,3 +553,96 @@ async fn a_wrong_chain_is_reported_over_a_dead_node() {
         .unwrap_err();
     assert!(e.is_config(), "{e:?}");
 }
+
+// ---- light passes ----------------------------------------------------------
+
+/// A node answering as synced, on the chain `chain_id` says (a mock mounted
+/// first wins until it is used up).
+async fn serve_synced_node(server: &MockServer) {
+    let head = 1_000u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Mock::given(method("GET"))
+        .and(path("/eth/v1/node/syncing"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {
+            "head_slot": head.to_string(), "sync_distance": "0", "is_syncing": false,
+            "is_optimistic": false, "el_offline": false
+        }})))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/eth/v1/beacon/genesis"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {
+            "genesis_time": (now - head * 12).to_string(),
+            "genesis_validators_root": "0x00", "genesis_fork_version": "0x00000000"
+        }})))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/eth/v1/config/spec"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {
+            "SECONDS_PER_SLOT": "12", "SLOTS_PER_EPOCH": "32",
+            "MAX_SEED_LOOKAHEAD": "4", "MIN_VALIDATOR_WITHDRAWABILITY_DELAY": "256"
+        }})))
+        .mount(server)
+        .await;
+    serve_chain(server, "POST", 100).await;
+}
+
+/// A light pass trusts the last pass's vetting for lookups, but a node
+/// that moved to another chain since is caught before its answers may
+/// remove anything (invariant 2).
+#[tokio::test]
+async fn a_light_pass_checks_the_chain_again_before_a_removal() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(DEPOSIT))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": {"chain_id": "1", "address": "0x00000000219ab540356cBB839Cbe05303d7705Fa"}
+        })))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    serve_deposit(&server, "17000").await;
+    serve_synced_node(&server).await;
+    let client = beacon(&[server.uri()]).vetted(keysync::beacon::Vetting {
+        chain: Some((1, "0x1".into())),
+        tolerance: 8,
+    });
+
+    // A full pass: vetted on chain 1, synced; its witness is synced.
+    client.begin_pass();
+    let got = client
+        .validators(&indices(0..3), None, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(matches!(
+        client.witness().await.unwrap(),
+        keysync::beacon::Witness::Synced { .. }
+    ));
+    let deposits = || async {
+        requests(&server, "GET")
+            .await
+            .iter()
+            .filter(|r| r.url.path() == DEPOSIT)
+            .count()
+    };
+    assert_eq!(deposits().await, 1);
+
+    // A light pass: the lookup asks the node nothing about itself...
+    client.begin_light_pass();
+    let got = client
+        .validators(&indices(0..3), None, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(deposits().await, 1, "no chain check before a lookup");
+    // ...but before a removal it does, and the node is now on chain 17000.
+    match client.witness().await {
+        Err(BeaconError::WrongChain { node, .. }) => assert_eq!(node, 17000),
+        other => panic!("expected the wrong chain, got {other:?}"),
+    }
+}

@@ -125,7 +125,8 @@ impl BeaconError {
 struct Endpoint {
     url: Url,
     post: AtomicU8,
-    /// Genesis and slot length, read once (they never change for a chain).
+    /// Genesis, slot length and exit timing, read once (they never change
+    /// for a chain).
     clock: tokio::sync::OnceCell<ChainClock>,
 }
 

@@ -34,6 +34,15 @@ pub struct ExitTiming {
 }
 
 impl ExitTiming {
+    /// The timing of a node's chain (read with its clock).
+    pub fn of(clock: &crate::beacon::node::ChainClock) -> ExitTiming {
+        ExitTiming {
+            slots_per_epoch: clock.slots_per_epoch,
+            max_seed_lookahead: clock.max_seed_lookahead,
+            min_validator_withdrawability_delay: clock.min_validator_withdrawability_delay,
+        }
+    }
+
     /// The fewest epochs from the epoch an exit initiation is processed in
     /// to its `withdrawable_epoch`: `compute_activation_exit_epoch` puts the
     /// exit `1 + MAX_SEED_LOOKAHEAD` epochs ahead (a queue only delays it),

@@ -145,11 +145,7 @@ impl Controller {
     /// everything).
     fn tick(&self, head_slot: Option<u64>) -> Option<(u64, u64)> {
         let clock = self.rec.beacon.as_ref()?.chain_clock()?;
-        let timing = ExitTiming {
-            slots_per_epoch: clock.slots_per_epoch,
-            max_seed_lookahead: clock.max_seed_lookahead,
-            min_validator_withdrawability_delay: clock.min_validator_withdrawability_delay,
-        };
+        let timing = ExitTiming::of(&clock);
         let slot = head_slot.unwrap_or_else(|| clock.slot_at(std::time::SystemTime::now()));
         Some((timing.epoch_of(slot), timing.scan_period()))
     }
@@ -329,8 +325,8 @@ impl Controller {
         self.leaving(&due);
         if p.all_sources || stale.refresh.all || tick.is_some() {
             // Millions of small allocations were freed (a whole rebuild), or
-            // an epoch's pass left its lookup buffers: hand them back. A few
-            // milliseconds, at most once an epoch but for rebuilds.
+            // an epoch's pass left its lookup buffers: hand them back (see
+            // `alloc::trim`; about 0.1 ms).
             crate::alloc::trim();
         }
         let outcome = result?;
