@@ -65,10 +65,11 @@ pub use sidecar::FILE as GENERATION_FILE;
 /// The sled directory inside the data directory.
 const DB_DIR: &str = "keysync.sled";
 
-/// The file the store's lock is taken on (sled's `db` file): another
-/// process holding it has the store open.
+/// The file the store's lock is taken on (`keysync.lock` in the data
+/// directory, held around sled's own): another process holding it has the
+/// store open.
 pub fn lock_file(dir: &Path) -> PathBuf {
-    dir.join(DB_DIR).join("db")
+    dir.join("keysync.lock")
 }
 const SCHEMA_KEY: &[u8] = b"schema";
 const SCHEMA: &[u8] = b"keysync-store-v3";
@@ -209,14 +210,27 @@ pub struct JournalEntry {
 }
 
 pub struct Store {
-    db: sled::Db,
-    chain: sled::Tree,
-    inputs: sled::Tree,
-    journal: sled::Tree,
+    /// sled's handles; `None` only when re-opening them failed (see
+    /// [`Store::shed`]): then every read finds nothing and every write fails.
+    sled: Option<Handles>,
+    /// The chain's tree name (`chain:<chain id>`).
+    chain_tree: String,
+    /// Bytes written since sled was (re)opened.
+    written: std::sync::atomic::AtomicU64,
+    /// The data directory's lock (`keysync.lock`), held for the store's life.
+    lock: Option<std::fs::File>,
     /// The data directory (holds the sled directory and the generation file).
     dir: PathBuf,
     ledger: Mutex<Ledger>,
     opened: Opened,
+}
+
+/// An open sled database and the trees keysync uses.
+struct Handles {
+    db: sled::Db,
+    chain: sled::Tree,
+    inputs: sled::Tree,
+    journal: sled::Tree,
 }
 
 /// The store's generation record as kept in memory, with the hash of every
@@ -308,6 +322,29 @@ fn write_err(e: impl std::fmt::Display) -> StoreError {
 /// One write of a batch: a value to insert, or `None` to remove the key.
 type Op = (IVec, Option<IVec>);
 
+/// Which of keysync's trees a write goes to.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Chain,
+    Inputs,
+    Journal,
+}
+
+impl Which {
+    fn of(self, h: &Handles) -> &sled::Tree {
+        match self {
+            Which::Chain => &h.chain,
+            Which::Inputs => &h.inputs,
+            Which::Journal => &h.journal,
+        }
+    }
+}
+
+/// From this many bytes written since sled was opened, [`Store::shed`]
+/// re-opens it (sled keeps every page it wrote or read resident, whatever
+/// its cache capacity: about the bytes themselves).
+const SHED_AFTER: u64 = 8 << 20;
+
 impl Store {
     /// What opening found: fresh, current, migrated, or rolled back (moved
     /// aside and rebuilt empty).
@@ -320,6 +357,45 @@ impl Store {
         self.ledger().generation
     }
 
+    fn handles(&self) -> Result<&Handles, StoreError> {
+        self.sled.as_ref().ok_or_else(|| {
+            StoreError::Write(format!(
+                "the state store in {} could not be re-opened",
+                self.dir.display()
+            ))
+        })
+    }
+
+    /// Hands back the memory sled holds for what it wrote and read, once
+    /// that is more than [`SHED_AFTER`] (`force`: whatever it is, as after
+    /// reading the whole store at start): closes sled and opens it again
+    /// (a few milliseconds). Nothing is lost: what was written is flushed
+    /// to sled's log first (no new generation: that is [`Store::flush`]'s),
+    /// and the ledger stays. The data directory stays
+    /// locked throughout (`keysync.lock`, see [`Store::open`]), so no other
+    /// keysync can take it in between. Returns whether it re-opened; an
+    /// error leaves the store closed (reads find nothing, writes fail, so
+    /// no apply starts without its journal).
+    pub fn shed(&mut self, force: bool) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering;
+        if !force && self.written.load(Ordering::Relaxed) < SHED_AFTER {
+            return Ok(false);
+        }
+        // What is written but not yet in sled's files goes there first.
+        self.handles()?.db.flush().map_err(write_err)?;
+        if let Some(h) = self.sled.take() {
+            open::close(h.db);
+        }
+        let db_path = self.dir.join(DB_DIR);
+        let h = open::reopen(&db_path, &self.chain_tree).map_err(|detail| StoreError::Open {
+            path: self.dir.clone(),
+            detail,
+        })?;
+        self.sled = Some(h);
+        self.written.store(0, Ordering::Relaxed);
+        Ok(true)
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -327,12 +403,16 @@ impl Store {
     /// Every write goes through here: the batch and the store's record of
     /// its new digest are one sled transaction (recovered whole or not at
     /// all), and the ledger follows.
-    fn write(&self, tree: &sled::Tree, ops: Vec<Op>) -> Result<(), StoreError> {
+    fn write(&self, which: Which, ops: Vec<Op>) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        let tree = which.of(h);
         let name = tree.name();
         let mut ledger = self.ledger();
         let mut changes = HashMap::with_capacity(ops.len());
         let mut batch = sled::Batch::default();
+        let mut batch_bytes = 0;
         for (k, v) in ops {
+            batch_bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
             changes.insert(
                 k.clone(),
                 v.as_ref().map(|v| codec::entry_hash(&name, &k, v)),
@@ -343,7 +423,7 @@ impl Store {
             }
         }
         let content = ledger.digest_after(&name, &changes).to_be_bytes();
-        let meta: &sled::Tree = &self.db;
+        let meta: &sled::Tree = &h.db;
         (tree, meta)
             .transaction(|(t, m)| {
                 t.apply_batch(&batch)?;
@@ -352,13 +432,18 @@ impl Store {
             })
             .map_err(|e: TransactionError<()>| write_err(format!("{e:?}")))?;
         ledger.apply(&name, changes);
+        self.written
+            .fetch_add(batch_bytes as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     /// The cached chain knowledge.
     pub fn load_cache(&self) -> ChainCache {
         let mut cache = ChainCache::new();
-        for (k, v) in self.chain.iter().flatten() {
+        let Some(h) = &self.sled else {
+            return cache;
+        };
+        for (k, v) in h.chain.iter().flatten() {
             let Ok(bucket) = <[u8; 8]>::try_from(&*k).map(u64::from_be_bytes) else {
                 continue;
             };
@@ -386,7 +471,7 @@ impl Store {
             let v = encode_bucket(entries.iter().map(|(i, k)| (*i, k)));
             ops.push((IVec::from(&b.to_be_bytes()), Some(IVec::from(v))));
         }
-        self.write(&self.chain, ops)?;
+        self.write(Which::Chain, ops)?;
         Ok(dirty.len())
     }
 
@@ -394,11 +479,12 @@ impl Store {
     /// what is stored does not check out (then it is forgotten, so the next
     /// save writes every chunk).
     pub fn load_source(&self, key: &str) -> Option<SourceContent> {
-        let m = self.inputs.get(manifest_key(key)).ok().flatten()?;
+        let inputs = &self.sled.as_ref()?.inputs;
+        let m = inputs.get(manifest_key(key)).ok().flatten()?;
         let loaded = Manifest::decode(&m).and_then(|m| {
             let mut bytes = Vec::with_capacity(m.len);
             for (n, hash) in m.hashes.iter().enumerate() {
-                let chunk = self.inputs.get(chunk_key(key, n)).ok().flatten()?;
+                let chunk = inputs.get(chunk_key(key, n)).ok().flatten()?;
                 if chunk_hash(&chunk) != *hash {
                     return None;
                 }
@@ -419,7 +505,10 @@ impl Store {
     }
 
     pub fn source_keys(&self) -> Vec<String> {
-        self.inputs
+        let Some(h) = &self.sled else {
+            return Vec::new();
+        };
+        h.inputs
             .scan_prefix(b"m")
             .keys()
             .flatten()
@@ -438,6 +527,7 @@ impl Store {
             other => other,
         })?;
         let old = self
+            .handles()?
             .inputs
             .get(manifest_key(key))
             .map_err(write_err)?
@@ -462,20 +552,20 @@ impl Store {
             IVec::from(manifest_key(key)),
             Some(IVec::from(new.encode())),
         ));
-        self.write(&self.inputs, ops)?;
+        self.write(Which::Inputs, ops)?;
         Ok(written)
     }
 
     pub fn remove_source(&self, key: &str) -> Result<(), StoreError> {
         let mut ops: Vec<Op> = vec![(IVec::from(manifest_key(key)), None)];
-        for k in self.inputs.scan_prefix(chunk_prefix(key)).keys() {
+        for k in self.handles()?.inputs.scan_prefix(chunk_prefix(key)).keys() {
             ops.push((k.map_err(write_err)?, None));
         }
-        self.write(&self.inputs, ops)
+        self.write(Which::Inputs, ops)
     }
 
     pub fn journal(&self) -> Option<JournalEntry> {
-        let v = self.journal.get(JOURNAL_KEY).ok().flatten()?;
+        let v = self.sled.as_ref()?.journal.get(JOURNAL_KEY).ok().flatten()?;
         serde_json::from_slice(&v).ok()
     }
 
@@ -489,13 +579,13 @@ impl Store {
     pub fn journal_update(&self, entry: &JournalEntry) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(entry).map_err(write_err)?;
         self.write(
-            &self.journal,
+            Which::Journal,
             vec![(IVec::from(JOURNAL_KEY), Some(IVec::from(bytes)))],
         )
     }
 
     pub fn journal_clear(&self) -> Result<(), StoreError> {
-        self.write(&self.journal, vec![(IVec::from(JOURNAL_KEY), None)])
+        self.write(Which::Journal, vec![(IVec::from(JOURNAL_KEY), None)])
     }
 
     /// Makes every write so far durable as a new generation: records the
@@ -512,9 +602,10 @@ impl Store {
         batch.insert(GENERATION_KEY, &next.to_be_bytes());
         batch.insert(DIGEST_KEY, &digest.to_be_bytes());
         batch.insert(CONTENT_KEY, &digest.to_be_bytes());
-        self.db.apply_batch(batch).map_err(write_err)?;
+        let h = self.handles()?;
+        h.db.apply_batch(batch).map_err(write_err)?;
         ledger.generation = next;
-        self.db.flush().map_err(write_err)?;
+        h.db.flush().map_err(write_err)?;
         let file = sidecar::Sidecar {
             store_id: ledger.store_id,
             generation: next,

@@ -13,7 +13,7 @@ use sled::IVec;
 use super::codec::{be_u64, decode_source, entry_hash};
 use super::sidecar::{self, Sidecar};
 use super::{
-    write_err, Ledger, Opened, Store, StoreError, Unproven, CONTENT_KEY, DB_DIR, DIGEST_KEY,
+    write_err, Handles, Ledger, Opened, Store, StoreError, Unproven, Which, CONTENT_KEY, DB_DIR, DIGEST_KEY,
     GENERATION_KEY, SCHEMA, SCHEMA_KEY, SCHEMA_V2, STORE_ID_KEY,
 };
 use crate::domain::ChainId;
@@ -77,6 +77,64 @@ fn open_waiting(path: &Path) -> Result<sled::Db, OpenFail> {
             }
             other => return other,
         }
+    }
+}
+
+/// Opens sled again for a store already proven and locked (see
+/// [`Store::shed`]), with its trees.
+pub(super) fn reopen(db_path: &Path, chain_tree: &str) -> Result<Handles, String> {
+    let db = match open_waiting(db_path) {
+        Ok(db) => db,
+        Err(OpenFail::Locked) => return Err("its sled files are locked by another process".into()),
+        Err(OpenFail::Broken(why)) => return Err(why),
+    };
+    Handles::over(db, chain_tree).map_err(|e| e.to_string())
+}
+
+/// Takes the data directory's lock (`keysync.lock`), waiting at most
+/// [`LOCK_WAIT`] for another process to let it go. Held for the store's
+/// life, around sled's own lock, so that re-opening sled
+/// ([`Store::shed`]) leaves no moment for another keysync to take it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = super::lock_file(dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            detail: format!("cannot open its lock file {}: {e}", path.display()),
+        })?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() + LOCK_RETRY <= deadline => {
+                std::thread::sleep(LOCK_RETRY)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Open {
+                    path: dir.to_path_buf(),
+                    detail: format!("cannot lock {}: {e}", path.display()),
+                })
+            }
+        }
+    }
+}
+
+impl Handles {
+    fn over(db: sled::Db, chain_tree: &str) -> Result<Handles, StoreError> {
+        let tree = |name: &str| db.open_tree(name).map_err(write_err);
+        Ok(Handles {
+            chain: tree(chain_tree)?,
+            inputs: tree("inputs")?,
+            journal: tree("journal")?,
+            db,
+        })
     }
 }
 
@@ -167,7 +225,7 @@ fn scan(db: &sled::Db) -> Result<Scan, String> {
 }
 
 /// Drops a sled handle whose files may be damaged (its drop flushes).
-fn close(db: sled::Db) {
+pub(super) fn close(db: sled::Db) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
 }
 
@@ -375,6 +433,7 @@ impl Store {
             path: dir.to_path_buf(),
             detail: e.to_string(),
         })?;
+        let lock = lock_dir(dir)?;
         let db_path = dir.join(DB_DIR);
         let file = sidecar::read(dir);
         let (db, scan, opened, v2) = match assess(&db_path, &file)? {
@@ -403,18 +462,25 @@ impl Store {
             _ => false,
         };
         let mut store = Store::assemble(dir, chain_id, &file, db, scan, opened)?;
+        store.lock = Some(lock);
         if v2 {
             match store.migrate_v2() {
                 Ok(n) => tracing::info!(inputs = n, "state store migrated from schema v2"),
                 Err(why) => {
+                    let lock = store.lock.take();
                     let _ = catch_unwind(AssertUnwindSafe(move || drop(store)));
                     let why = Unproven::Corrupt(format!("cannot migrate from schema v2: {why}"));
                     let (db, scan, opened) = rebuild(dir, &db_path, why)?;
                     store = Store::assemble(dir, chain_id, &file, db, scan, opened)?;
+                    store.lock = lock;
                 }
             }
         }
-        store.db.insert(SCHEMA_KEY, SCHEMA).map_err(write_err)?;
+        store
+            .handles()?
+            .db
+            .insert(SCHEMA_KEY, SCHEMA)
+            .map_err(write_err)?;
         store.flush()?;
         match &store.opened {
             Opened::Fresh => tracing::info!(data_dir = %dir.display(), "new state store created"),
@@ -469,18 +535,18 @@ impl Store {
             db.insert(STORE_ID_KEY, &store_id.to_be_bytes())
                 .map_err(write_err)?;
         }
-        let tree = |name: &str| db.open_tree(name).map_err(write_err);
+        let chain_tree = format!("chain:{}", chain_id.as_str());
         Ok(Store {
-            chain: tree(&format!("chain:{}", chain_id.as_str()))?,
-            inputs: tree("inputs")?,
-            journal: tree("journal")?,
+            sled: Some(Handles::over(db, &chain_tree)?),
+            chain_tree,
+            written: Default::default(),
+            lock: None,
             ledger: Mutex::new(Ledger {
                 store_id,
                 generation: scan.meta.generation.unwrap_or(0),
                 entries: scan.entries,
                 sum: scan.sum,
             }),
-            db,
             dir: dir.to_path_buf(),
             opened,
         })
@@ -490,7 +556,8 @@ impl Store {
     /// drop the old tree, then mark the store v3 (by the caller). A crash
     /// part-way leaves the v2 marker, and the migration runs again.
     fn migrate_v2(&self) -> Result<usize, String> {
-        let old = self.db.open_tree("sources").map_err(|e| e.to_string())?;
+        let db = &self.handles().map_err(|e| e.to_string())?.db;
+        let old = db.open_tree("sources").map_err(|e| e.to_string())?;
         let mut n = 0;
         for item in old.iter() {
             let (k, v) = item.map_err(|e| e.to_string())?;
@@ -509,9 +576,9 @@ impl Store {
         // Not one transaction with the record of the content: a crash in
         // between leaves a store without a generation yet, which is not
         // checked against its record (and migrates again).
-        self.db.drop_tree("sources").map_err(|e| e.to_string())?;
+        db.drop_tree("sources").map_err(|e| e.to_string())?;
         self.ledger().drop_tree(b"sources");
-        self.write(&self.inputs, Vec::new())
+        self.write(Which::Inputs, Vec::new())
             .map_err(|e| e.to_string())?;
         Ok(n)
     }

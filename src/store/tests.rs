@@ -75,6 +75,64 @@ fn cache_sources_and_journal_survive_a_reopen() {
 }
 
 #[test]
+fn shedding_reopens_sled_with_everything_and_keeps_the_directory_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainId::new("0x1");
+    let mut s = Store::open(dir.path(), &chain).unwrap();
+    let mut cache = ChainCache::new();
+    for i in 0..3000u64 {
+        cache.learn(&BeaconValidator {
+            index: i,
+            pubkey: Pubkey([(i % 251) as u8; 48]),
+            status: Status::ActiveOngoing,
+            withdrawable_epoch: Some(i),
+        });
+    }
+    s.save_cache(&mut cache).unwrap();
+    let content = SourceContent {
+        pubkeys: (0..=255u8).map(pk).collect(),
+        ..Default::default()
+    };
+    s.save_source("file:/a", &content).unwrap();
+    // Not flushed yet: shedding must keep it all the same.
+    assert!(!s.shed(false).unwrap(), "a few kilobytes written: kept open");
+    assert!(s.shed(true).unwrap());
+    assert_eq!(s.load_cache().len(), 3000);
+    assert_eq!(s.load_source("file:/a"), Some(content.clone()));
+    // Writes go on, with the digest kept: the store still proves current.
+    s.journal_begin(&JournalEntry {
+        started_unix: 1,
+        reasons: vec!["file".into()],
+        to_assign: 1,
+        to_unassign: 0,
+        assigned: 0,
+        unassigned: 0,
+    })
+    .unwrap();
+    s.flush().unwrap();
+    let before = s.generation();
+    // The directory stays locked across the re-open.
+    assert!(
+        matches!(
+            std::fs::File::open(lock_file(dir.path())).map(|f| f.try_lock()),
+            Ok(Err(std::fs::TryLockError::WouldBlock))
+        ),
+        "another process could take the store"
+    );
+    drop(s);
+    let s = Store::open(dir.path(), &chain).unwrap();
+    assert_eq!(
+        s.opened(),
+        &Opened::Current {
+            generation: before
+        }
+    );
+    assert_eq!(s.load_cache().len(), 3000);
+    assert_eq!(s.load_source("file:/a"), Some(content));
+    assert_eq!(s.journal().map(|j| j.to_assign), Some(1));
+}
+
+#[test]
 fn a_second_opener_is_refused_not_clobbered() {
     let dir = tempfile::tempdir().unwrap();
     let chain = ChainId::new("0x1");
@@ -154,10 +212,10 @@ fn saving_an_appended_input_writes_only_the_chunks_that_changed() {
     let small = pubkeys(10);
     s.save_source("file:/k", &small).unwrap();
     assert_eq!(s.load_source("file:/k"), Some(small));
-    assert_eq!(s.inputs.scan_prefix(chunk_prefix("file:/k")).count(), 1);
+    assert_eq!(s.handles().unwrap().inputs.scan_prefix(chunk_prefix("file:/k")).count(), 1);
     assert_eq!(s.source_keys(), vec!["file:/k".to_string()]);
     s.remove_source("file:/k").unwrap();
-    assert!(s.inputs.is_empty());
+    assert!(s.handles().unwrap().inputs.is_empty());
 }
 
 #[test]
@@ -166,7 +224,7 @@ fn a_damaged_stored_input_is_forgotten_not_half_loaded() {
     let s = Store::open(dir.path(), &ChainId::new("0x1")).unwrap();
     let content = pubkeys(5_000);
     s.save_source("file:/k", &content).unwrap();
-    s.inputs
+    s.handles().unwrap().inputs
         .insert(chunk_key("file:/k", 1), vec![0u8; 10])
         .unwrap();
     assert_eq!(s.load_source("file:/k"), None);
@@ -193,8 +251,8 @@ fn a_v2_store_is_migrated_with_its_inputs() {
     assert_eq!(s.opened(), &Opened::Migrated { from: "schema v2" });
     assert_eq!(s.load_source("file:/a"), Some(content));
     assert_eq!(s.source_keys(), vec!["file:/a".to_string()]);
-    assert_eq!(s.db.get(SCHEMA_KEY).unwrap().as_deref(), Some(SCHEMA));
-    assert!(!s.db.tree_names().iter().any(|t| t.as_ref() == b"sources"));
+    assert_eq!(s.handles().unwrap().db.get(SCHEMA_KEY).unwrap().as_deref(), Some(SCHEMA));
+    assert!(!s.handles().unwrap().db.tree_names().iter().any(|t| t.as_ref() == b"sources"));
     let aside = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()

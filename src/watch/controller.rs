@@ -182,7 +182,28 @@ impl Controller {
         let result = self.pass_inner(p, reasons).instrument(span).await;
         // Last good inputs are saved whatever the pass's outcome.
         self.inputs.persist(&self.store);
+        self.shed_store(false);
         result
+    }
+
+    /// Lets sled hand back what it holds for the pages it wrote and read
+    /// (see [`Store::shed`]; `force`: whatever they come to).
+    pub fn shed_store(&mut self, force: bool) {
+        let started = Instant::now();
+        match self.store.shed(force) {
+            Ok(false) => {}
+            Ok(true) => {
+                crate::alloc::trim();
+                tracing::debug!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "state store re-opened to release its page memory"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "the state store could not be re-opened; nothing more is saved and no apply starts until keysync restarts"
+            ),
+        }
     }
 
     async fn pass_inner(&mut self, p: &Pending, reasons: Vec<&'static str>) -> Result<(), Error> {

@@ -79,7 +79,7 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
 
     // Off the runtime: it may wait out another process's lock (5 s at most)
     // and reads the whole store to prove it current.
-    let store = {
+    let mut store = {
         let dir = settings.watch.data_dir.clone();
         let chain = settings.chain_id.clone();
         tokio::task::spawn_blocking(move || Store::open(&dir, &chain))
@@ -134,6 +134,13 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     let watcher = watch_files(&inputs, secret_files, tx.clone())?;
     let cache = store.load_cache();
     tracing::info!(cached_validators = cache.len(), "chain cache loaded");
+    // Reading the whole store left every page of it resident in sled.
+    if let Err(e) = store.shed(true) {
+        return Err(Error::Store(format!(
+            "re-opening the state store after loading it: {e}"
+        )));
+    }
+    crate::alloc::trim();
 
     let task_settings = settings.clone();
     let task_metrics = metrics.clone();
