@@ -4,7 +4,7 @@
 //! Owns parsing and normalisation of a pubkey (the one place that decides
 //! what a valid key looks like). Does no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -203,13 +203,29 @@ pub struct DesiredValidator {
     pub validator_key: Pubkey,
 }
 
+/// What a desired entry registers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Its own pubkey (a record's).
+    Pubkey(Pubkey),
+    /// The pubkey the chain cache knows for its index (a listed validator
+    /// on the set's chain: the chain assigned it, so it cannot differ).
+    Chain,
+}
+
 /// The validators the operator owns now, keyed on (index, chain id).
 ///
-/// Built by the reconciler from beacon-resolved sources first and records
-/// second, so a record wins over a beacon hit for the same key.
+/// Two parts, never both holding a key: entries with their own pubkey
+/// (records; every entry of a set built with [`DesiredSet::from_in_order`]),
+/// and the indices on the set's chain whose pubkey is the chain cache's
+/// (the listed validators: 8 bytes an entry instead of 72, see
+/// BENCHMARKS.md). A record wins over a listing for the same key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredSet {
-    entries: BTreeMap<Key, Pubkey>,
+    /// The chain of `listed`.
+    chain: Option<ChainId>,
+    own: BTreeMap<Key, Pubkey>,
+    listed: BTreeSet<ValidatorIndex>,
 }
 
 impl DesiredSet {
@@ -217,37 +233,84 @@ impl DesiredSet {
         Self::default()
     }
 
-    /// Sets or clears the entry for `key`.
-    pub fn set(&mut self, key: &Key, pubkey: Option<Pubkey>) {
-        match pubkey {
-            Some(pk) => {
-                self.entries.insert(key.clone(), pk);
+    /// An empty set whose listed validators are on `chain`.
+    pub fn on(chain: ChainId) -> Self {
+        DesiredSet {
+            chain: Some(chain),
+            ..Default::default()
+        }
+    }
+
+    /// Whether `key` is on the set's chain (may be listed).
+    fn on_chain(&self, key: &Key) -> bool {
+        self.chain.as_ref() == Some(&key.1)
+    }
+
+    /// Sets or clears the entry for `key`. A [`Want::Chain`] off the set's
+    /// chain cannot be held: it clears the key (and debug builds stop).
+    pub fn set(&mut self, key: &Key, want: Option<Want>) {
+        match want {
+            Some(Want::Pubkey(pk)) => {
+                if self.on_chain(key) {
+                    self.listed.remove(&key.0);
+                }
+                self.own.insert(key.clone(), pk);
             }
-            None => {
-                self.entries.remove(key);
+            Some(Want::Chain) if self.on_chain(key) => {
+                self.own.remove(key);
+                self.listed.insert(key.0);
+            }
+            Some(Want::Chain) | None => {
+                debug_assert!(want.is_none(), "a listed validator off the set's chain");
+                self.own.remove(key);
+                if self.on_chain(key) {
+                    self.listed.remove(&key.0);
+                }
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.own.len() + self.listed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.own.is_empty() && self.listed.is_empty()
     }
 
     pub fn contains(&self, key: &Key) -> bool {
-        self.entries.contains_key(key)
+        self.want(key).is_some()
     }
 
-    pub fn key_of(&self, key: &Key) -> Option<&Pubkey> {
-        self.entries.get(key)
+    /// What `key` registers with, if it is desired.
+    pub fn want(&self, key: &Key) -> Option<Want> {
+        match self.own.get(key) {
+            Some(pk) => Some(Want::Pubkey(*pk)),
+            None => (self.on_chain(key) && self.listed.contains(&key.0)).then_some(Want::Chain),
+        }
     }
 
     /// Entries in (index, chain id) order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Pubkey)> {
-        self.entries.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (Key, Want)> + '_ {
+        let mut own = self.own.iter().peekable();
+        let mut listed = self
+            .chain
+            .iter()
+            .flat_map(|c| self.listed.iter().map(move |i| (*i, c.clone())))
+            .peekable();
+        std::iter::from_fn(move || {
+            let take_own = match (own.peek(), listed.peek()) {
+                (Some((k, _)), Some(l)) => *k < l,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return None,
+            };
+            if take_own {
+                own.next().map(|(k, pk)| (k.clone(), Want::Pubkey(*pk)))
+            } else {
+                listed.next().map(|k| (k, Want::Chain))
+            }
+        })
     }
 }
 
@@ -255,46 +318,88 @@ impl DesiredSet {
     /// Builds the set from entries in input order, a later entry winning
     /// for its key as with [`DesiredSet::set`]. Sorts once and builds the
     /// tree in bulk: several times faster than inserting 100,000 entries.
-    pub fn from_in_order(mut entries: Vec<(Key, Pubkey)>) -> DesiredSet {
-        // Stable: equal keys stay in input order, so the last one is the winner.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        // In place (`later` is removed, its value kept): no second copy.
-        entries.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1 = later.1;
-            }
-            same
-        });
-        // `collect` builds the tree in bulk from the sorted entries, in
-        // full nodes (reusing the vector: no copy, and the sort finds it
-        // sorted). Ascending inserts would leave every node half empty:
-        // 132 against 73 bytes an entry.
+    pub fn from_in_order(entries: Vec<(Key, Pubkey)>) -> DesiredSet {
         DesiredSet {
-            entries: entries.into_iter().collect(),
+            own: own_in_order(entries),
+            ..Default::default()
+        }
+    }
+
+    /// Builds the set from the listed validators on `chain` (any order,
+    /// repeats allowed) and entries with their own pubkey in input order
+    /// (as [`DesiredSet::from_in_order`]); an own entry wins over a listing.
+    pub fn from_parts(
+        chain: ChainId,
+        mut listed: Vec<ValidatorIndex>,
+        own: Vec<(Key, Pubkey)>,
+    ) -> DesiredSet {
+        let own = own_in_order(own);
+        listed.sort_unstable();
+        listed.dedup();
+        listed.retain(|i| !own.contains_key(&(*i, chain.clone())));
+        DesiredSet {
+            // Sorted: built in bulk, in full nodes.
+            listed: listed.into_iter().collect(),
+            own,
+            chain: Some(chain),
         }
     }
 
     /// Applies `updates` (sorted by key, each key once; `None` clears it)
-    /// and rebuilds the tree in bulk, in full nodes: for changes to a large
-    /// part of the set (the daemon's start), where setting entries one by
-    /// one would leave every node half empty.
-    pub fn merge_sorted(&mut self, updates: Vec<(Key, Option<Pubkey>)>) {
-        let old = std::mem::take(&mut self.entries);
-        let mut merged: Vec<(Key, Pubkey)> = Vec::with_capacity(old.len().max(updates.len()));
-        let mut old = old.into_iter().peekable();
+    /// and rebuilds both parts in bulk, in full nodes: for changes to a
+    /// large part of the set (the daemon's start), where setting entries
+    /// one by one would leave every node half empty.
+    pub fn merge_sorted(&mut self, updates: Vec<(Key, Option<Want>)>) {
+        let old_own = std::mem::take(&mut self.own);
+        let old_listed = std::mem::take(&mut self.listed);
+        let mut own: Vec<(Key, Pubkey)> = Vec::with_capacity(old_own.len());
+        let mut listed: Vec<ValidatorIndex> =
+            Vec::with_capacity(old_listed.len().max(updates.len()));
+        let mut old_own = old_own.into_iter().peekable();
+        let mut old_listed = old_listed.into_iter().peekable();
         for (key, want) in updates {
-            while let Some(kept) = old.next_if(|(k, _)| *k < key) {
-                merged.push(kept);
+            while let Some(kept) = old_own.next_if(|(k, _)| *k < key) {
+                own.push(kept);
             }
-            old.next_if(|(k, _)| *k == key);
-            if let Some(pk) = want {
-                merged.push((key, pk));
+            old_own.next_if(|(k, _)| *k == key);
+            let on_chain = self.on_chain(&key);
+            if on_chain {
+                while let Some(kept) = old_listed.next_if(|i| *i < key.0) {
+                    listed.push(kept);
+                }
+                old_listed.next_if(|i| *i == key.0);
+            }
+            match want {
+                Some(Want::Pubkey(pk)) => own.push((key, pk)),
+                Some(Want::Chain) if on_chain => listed.push(key.0),
+                Some(Want::Chain) => debug_assert!(false, "a listed validator off the set's chain"),
+                None => {}
             }
         }
-        merged.extend(old);
-        self.entries = merged.into_iter().collect();
+        own.extend(old_own);
+        listed.extend(old_listed);
+        self.own = own.into_iter().collect();
+        self.listed = listed.into_iter().collect();
     }
+}
+
+/// The entries in input order as a map, a later entry winning for its key.
+fn own_in_order(mut entries: Vec<(Key, Pubkey)>) -> BTreeMap<Key, Pubkey> {
+    // Stable: equal keys stay in input order, so the last one is the winner.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    // In place (`later` is removed, its value kept): no second copy.
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 = later.1;
+        }
+        same
+    });
+    // `collect` builds the tree in bulk from the sorted entries, in full
+    // nodes (reusing the vector: no copy, and the sort finds it sorted).
+    // Ascending inserts would leave every node half empty: 132 against 73
+    // bytes an entry.
+    entries.into_iter().collect()
 }
 
 impl FromIterator<DesiredValidator> for DesiredSet {
@@ -416,31 +521,56 @@ mod tests {
                 .collect();
             let mut inserted = DesiredSet::new();
             for (k, v) in &entries {
-                inserted.set(k, Some(*v));
+                inserted.set(k, Some(Want::Pubkey(*v)));
             }
             proptest::prop_assert_eq!(DesiredSet::from_in_order(entries), inserted);
         }
 
+        /// Listed entries (on 0x1) and own entries (on 0x1 and 0x5), built
+        /// in bulk, merged in bulk or set one by one: the same set, in key
+        /// order, a record winning over a listing.
         #[test]
         fn a_bulk_merge_equals_setting_one_by_one(
-            start in proptest::collection::vec((0u64..20, 0u8..4), 0..30),
-            updates in proptest::collection::btree_map(0u64..24, proptest::option::of(0u8..4), 0..30),
+            listed in proptest::collection::vec(0u64..20, 0..30),
+            own in proptest::collection::vec((0u64..20, proptest::bool::ANY, 0u8..4), 0..20),
+            updates in proptest::collection::btree_map((0u64..24, proptest::bool::ANY), proptest::option::of(0u8..5), 0..30),
         ) {
             let chain = ChainId::new("0x1");
-            let key = |i: u64| (i, chain.clone());
-            let mut merged = DesiredSet::from_in_order(
-                start.into_iter().map(|(i, k)| (key(i), Pubkey([k; 48]))).collect(),
-            );
-            let mut one_by_one = merged.clone();
-            let updates: Vec<(Key, Option<Pubkey>)> = updates
+            let key = |i: u64, c: bool| (i, ChainId::new(if c { "0x1" } else { "0x5" }));
+            let own: Vec<(Key, Pubkey)> = own.into_iter().map(|(i, c, k)| (key(i, c), Pubkey([k; 48]))).collect();
+            let mut merged = DesiredSet::from_parts(chain.clone(), listed.clone(), own.clone());
+            let mut one_by_one = DesiredSet::on(chain.clone());
+            for i in &listed {
+                one_by_one.set(&(*i, chain.clone()), Some(Want::Chain));
+            }
+            for (k, pk) in &own {
+                one_by_one.set(k, Some(Want::Pubkey(*pk)));
+            }
+            proptest::prop_assert_eq!(&merged, &one_by_one);
+            // 4 is "listed" (only on 0x1; on 0x5 it clears).
+            let mut updates: Vec<(Key, Option<Want>)> = updates
                 .into_iter()
-                .map(|(i, k)| (key(i), k.map(|k| Pubkey([k; 48]))))
+                .map(|((i, c), k)| (key(i, c), k.and_then(|k| match k {
+                    4 if c => Some(Want::Chain),
+                    4 => None,
+                    k => Some(Want::Pubkey(Pubkey([k; 48]))),
+                })))
                 .collect();
+            updates.sort_by(|a, b| a.0.cmp(&b.0));
             for (k, v) in &updates {
                 one_by_one.set(k, *v);
             }
             merged.merge_sorted(updates);
-            proptest::prop_assert_eq!(merged, one_by_one);
+            proptest::prop_assert_eq!(&merged, &one_by_one);
+            let keys: Vec<Key> = merged.iter().map(|(k, _)| k).collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            sorted.dedup();
+            proptest::prop_assert_eq!(&keys, &sorted);
+            proptest::prop_assert_eq!(keys.len(), merged.len());
+            for (k, w) in merged.iter() {
+                proptest::prop_assert_eq!(merged.want(&k), Some(w));
+            }
         }
 
         #[test]
@@ -539,6 +669,6 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(set.len(), 1);
-        assert_eq!(set.key_of(&(7, c)), Some(&k2));
+        assert_eq!(set.want(&(7, c)), Some(Want::Pubkey(k2)));
     }
 }

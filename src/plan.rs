@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::{Assignment, ChainId, DesiredSet, DesiredValidator, Key, Pubkey};
+use crate::domain::{
+    Assignment, ChainId, DesiredSet, DesiredValidator, Key, Pubkey, ValidatorIndex, Want,
+};
 
 /// The chains whose registry rows keysync may unassign: the configured one
 /// and every chain a records file names. A row of any other chain is
@@ -142,15 +144,25 @@ impl Plan {
     }
 }
 
+/// The chain cache's pubkey for an index: what a [`Want::Chain`] entry
+/// registers with.
+pub type PubkeyOf<'a> = &'a dyn Fn(ValidatorIndex) -> Option<Pubkey>;
+
 /// Computes the delta that converges the registry to `desired`.
 ///
 /// Only active rows count as present: a desired validator with an inactive
 /// row is registered and assigned again; an undesired inactive row needs no
 /// unassign. A row outside `scope` is never unassigned.
-pub fn plan(desired: &DesiredSet, snapshot: &RegistrySnapshot, scope: &Scope) -> Plan {
+pub fn plan(
+    desired: &DesiredSet,
+    snapshot: &RegistrySnapshot,
+    scope: &Scope,
+    pubkey_of: PubkeyOf,
+) -> Plan {
     let mut out = Plan::default();
-    for (key, pubkey) in desired.iter() {
-        decide(&mut out, key, Some(pubkey), snapshot.is_active(key), scope);
+    for (key, want) in desired.iter() {
+        let active = snapshot.is_active(&key);
+        decide(&mut out, &key, Some(want), active, scope, pubkey_of);
     }
     out.to_unassign = snapshot
         .active()
@@ -167,29 +179,45 @@ pub fn plan_for<'a>(
     snapshot: &RegistrySnapshot,
     keys: impl IntoIterator<Item = &'a Key>,
     scope: &Scope,
+    pubkey_of: PubkeyOf,
 ) -> Plan {
     let mut out = Plan::default();
     for key in keys {
         decide(
             &mut out,
             key,
-            desired.key_of(key),
+            desired.want(key),
             snapshot.is_active(key),
             scope,
+            pubkey_of,
         );
     }
     out
 }
 
-/// The rule for one key.
-fn decide(out: &mut Plan, key: &Key, want: Option<&Pubkey>, active: bool, scope: &Scope) {
+/// The rule for one key. A listed validator whose pubkey the chain cache
+/// does not know (it always does: it was listed through it) is neither
+/// registered nor unassigned.
+fn decide(
+    out: &mut Plan,
+    key: &Key,
+    want: Option<Want>,
+    active: bool,
+    scope: &Scope,
+    pubkey_of: PubkeyOf,
+) {
+    let pubkey = |w: Want| match w {
+        Want::Pubkey(pk) => Some(pk),
+        Want::Chain => pubkey_of(key.0),
+    };
     match (want, active) {
         (None, true) if !scope.contains(&key.1) => {}
-        (Some(pubkey), false) => {
+        (Some(w), false) => {
+            let Some(pubkey) = pubkey(w) else { return };
             out.to_register.push(DesiredValidator {
                 validator_index: key.0,
                 chain_id: key.1.clone(),
-                validator_key: *pubkey,
+                validator_key: pubkey,
             });
             out.to_assign.push(key.clone());
         }
@@ -209,6 +237,11 @@ mod tests {
         b[..8].copy_from_slice(&i.to_be_bytes());
         b[47] = 0x80;
         Pubkey(b)
+    }
+
+    /// The chain cache of these tests: every index has pubkey `pk(i)`.
+    fn pk_of(i: ValidatorIndex) -> Option<Pubkey> {
+        Some(pk(i))
     }
 
     fn dv(i: u64, c: &str) -> DesiredValidator {
@@ -242,7 +275,7 @@ mod tests {
             .into_iter()
             .collect();
         let snap = RegistrySnapshot::from_rows([row(2, "0x1", true), row(9, "0x1", true)]);
-        let p = plan(&desired, &snap, &scope());
+        let p = plan(&desired, &snap, &scope(), &pk_of);
         assert_eq!(p.to_assign, vec![key(1, "0x1"), key(3, "0x1")]);
         assert_eq!(p.to_register.len(), 2);
         assert_eq!(p.to_unassign, vec![key(9, "0x1")]);
@@ -252,7 +285,7 @@ mod tests {
     fn inactive_rows_are_not_current() {
         let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
         let snap = RegistrySnapshot::from_rows([row(1, "0x1", false), row(2, "0x1", false)]);
-        let p = plan(&desired, &snap, &scope());
+        let p = plan(&desired, &snap, &scope(), &pk_of);
         assert_eq!(p.to_assign, vec![key(1, "0x1")]);
         assert!(
             p.to_unassign.is_empty(),
@@ -265,7 +298,7 @@ mod tests {
         let desired: DesiredSet = [dv(1, "0x1")].into_iter().collect();
         let snap = RegistrySnapshot::from_rows([row(1, "1", true)]);
         let scope = Scope::new(ChainId::new("0x1"), [ChainId::new("1")]);
-        let p = plan(&desired, &snap, &scope);
+        let p = plan(&desired, &snap, &scope, &pk_of);
         assert_eq!(p.to_assign, vec![key(1, "0x1")]);
         assert_eq!(p.to_unassign, vec![key(1, "1")]);
     }
@@ -279,7 +312,7 @@ mod tests {
             row(4, "0x4268", true),
         ]);
         let scope = Scope::new(ChainId::new("0x1"), [ChainId::new("0x5")]);
-        let p = plan(&desired, &snap, &scope);
+        let p = plan(&desired, &snap, &scope, &pk_of);
         assert_eq!(p.to_unassign, vec![key(2, "0x1"), key(3, "0x5")]);
         let all = [
             key(1, "0x1"),
@@ -287,11 +320,11 @@ mod tests {
             key(3, "0x5"),
             key(4, "0x4268"),
         ];
-        assert_eq!(plan_for(&desired, &snap, &all, &scope), p);
+        assert_eq!(plan_for(&desired, &snap, &all, &scope, &pk_of), p);
         assert_eq!(snap.outside(&scope, 5), (1, vec![key(4, "0x4268")]));
         let only_ours = Scope::new(ChainId::new("0x1"), []);
         assert_eq!(
-            plan(&desired, &snap, &only_ours).to_unassign,
+            plan(&desired, &snap, &only_ours, &pk_of).to_unassign,
             vec![key(2, "0x1")]
         );
     }
@@ -312,8 +345,17 @@ mod tests {
         }
     }
 
+    /// Entries on 0x1 with an even index are listed (their pubkey the
+    /// chain cache's), every other one brings its own.
     fn build(d: &[(u64, bool)], r: &[(u64, bool, bool)]) -> (DesiredSet, RegistrySnapshot) {
-        let desired = d.iter().map(|(i, c)| dv(*i, chain(*c))).collect();
+        let (listed, own): (Vec<_>, Vec<_>) = d.iter().partition(|(i, c)| *c && i % 2 == 0);
+        let desired = DesiredSet::from_parts(
+            ChainId::new("0x1"),
+            listed.iter().map(|(i, _)| *i).collect(),
+            own.iter()
+                .map(|(i, c)| ((*i, ChainId::new(chain(*c))), pk(*i)))
+                .collect(),
+        );
         let snap = RegistrySnapshot::from_rows(r.iter().map(|(i, c, a)| row(*i, chain(*c), *a)));
         (desired, snap)
     }
@@ -334,11 +376,11 @@ mod tests {
         #[test]
         fn applying_the_plan_converges_and_replanning_is_a_noop(d in arb_desired(), r in arb_rows()) {
             let (desired, snap) = build(&d, &r);
-            let after = applied(&snap, &plan(&desired, &snap, &scope()));
+            let after = applied(&snap, &plan(&desired, &snap, &scope(), &pk_of));
             let active: Vec<Key> = after.active().cloned().collect();
-            let want: Vec<Key> = desired.iter().map(|(k, _)| k.clone()).collect();
+            let want: Vec<Key> = desired.iter().map(|(k, _)| k).collect();
             prop_assert_eq!(active, want);
-            prop_assert!(plan(&desired, &after, &scope()).is_noop());
+            prop_assert!(plan(&desired, &after, &scope(), &pk_of).is_noop());
         }
 
         #[test]
@@ -349,7 +391,7 @@ mod tests {
                 .map(|(k, _)| k.clone())
                 .chain(snap.rows().map(|a| (a.validator_index, a.chain_id)))
                 .collect();
-            prop_assert_eq!(plan_for(&desired, &snap, &keys, &scope()), plan(&desired, &snap, &scope()));
+            prop_assert_eq!(plan_for(&desired, &snap, &keys, &scope(), &pk_of), plan(&desired, &snap, &scope(), &pk_of));
         }
 
         #[test]
@@ -361,14 +403,14 @@ mod tests {
             if !d2.is_empty() { let n = (seed as usize) % d2.len(); d2.rotate_left(n); d2.reverse(); }
             if !r2.is_empty() { let n = (seed as usize) % r2.len(); r2.rotate_left(n); r2.reverse(); }
             let (desired2, snap2) = build(&d2, &r2);
-            prop_assert_eq!(plan(&desired, &snap, &scope()), plan(&desired2, &snap2, &scope()));
+            prop_assert_eq!(plan(&desired, &snap, &scope(), &pk_of), plan(&desired2, &snap2, &scope(), &pk_of));
         }
 
         #[test]
         fn never_unassigns_outside_the_scope(d in arb_desired(), r in arb_rows()) {
             let (desired, snap) = build(&d, &r);
             let ours = Scope::new(ChainId::new("0x1"), []);
-            let p = plan(&desired, &snap, &ours);
+            let p = plan(&desired, &snap, &ours, &pk_of);
             for k in &p.to_unassign {
                 prop_assert_eq!(k.1.as_str(), "0x1");
             }
@@ -377,13 +419,13 @@ mod tests {
                 .map(|(k, _)| k.clone())
                 .chain(snap.rows().map(|a| (a.validator_index, a.chain_id)))
                 .collect();
-            prop_assert_eq!(plan_for(&desired, &snap, &keys, &ours), p);
+            prop_assert_eq!(plan_for(&desired, &snap, &keys, &ours, &pk_of), p);
         }
 
         #[test]
         fn never_unassigns_a_desired_validator(d in arb_desired(), r in arb_rows()) {
             let (desired, snap) = build(&d, &r);
-            let p = plan(&desired, &snap, &scope());
+            let p = plan(&desired, &snap, &scope(), &pk_of);
             for k in &p.to_unassign {
                 prop_assert!(!desired.contains(k));
                 prop_assert!(snap.is_active(k), "only active rows are unassigned");

@@ -9,7 +9,7 @@ use super::counts::PubkeyCounts;
 use super::{lookups, Refresh};
 use crate::beacon::ValidatorId;
 use crate::cache::{ChainCache, Learned};
-use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex};
+use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex, Want};
 use crate::inputs::{Delta, Record, SourceContent};
 
 /// From this many touched keys (and half the set), a settle rebuilds the
@@ -60,11 +60,11 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, k: K, add: bool) -
 impl Live {
     pub fn new(chain_id: ChainId) -> Live {
         Live {
-            chain_id,
             pubkeys: PubkeyCounts::default(),
             indices: FxHashMap::default(),
             records: FxHashMap::default(),
-            desired: DesiredSet::new(),
+            desired: DesiredSet::on(chain_id.clone()),
+            chain_id,
             touched: BTreeSet::new(),
             unresolved_pubkeys: BTreeSet::new(),
             unresolved_indices: BTreeSet::new(),
@@ -206,7 +206,7 @@ impl Live {
         key: &Key,
         cache: &ChainCache,
         last_record: &impl Fn(&Key) -> Option<Pubkey>,
-    ) -> Option<Pubkey> {
+    ) -> Option<Want> {
         let want = match self.records.get(key).map(Vec::as_slice) {
             Some([(pk, _)]) => Some(*pk),
             Some(_) => last_record(key),
@@ -221,11 +221,12 @@ impl Live {
                 self.excluded.remove(&key.0);
             }
         }
-        want.or_else(|| {
-            known
+        match want {
+            Some(pk) => Some(Want::Pubkey(pk)),
+            None => known
                 .filter(|k| listed && k.status.in_scope())
-                .map(|k| k.pubkey)
-        })
+                .map(|_| Want::Chain),
+        }
     }
 
     /// Whether a pubkey or index line names validator `i`.

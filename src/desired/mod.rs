@@ -242,12 +242,12 @@ impl Desired {
 /// The rule over whole contents, in input order.
 pub fn full(content: &SourceContent, cache: &ChainCache, chain_id: &ChainId) -> Resolved {
     let mut resolved = Resolved::default();
-    let mut entries: Vec<(Key, Pubkey)> = Vec::with_capacity(content.len());
+    let mut listed: Vec<ValidatorIndex> = Vec::with_capacity(content.len());
     let mut add =
         |index: Option<ValidatorIndex>, shown: &dyn Fn() -> String, r: &mut Resolved| match index
             .and_then(|i| cache.get(i).map(|k| (i, k)))
         {
-            Some((i, k)) if k.status.in_scope() => entries.push(((i, chain_id.clone()), k.pubkey)),
+            Some((i, k)) if k.status.in_scope() => listed.push(i),
             Some(_) => r.excluded += 1,
             None => {
                 r.unknown += 1;
@@ -262,14 +262,13 @@ pub fn full(content: &SourceContent, cache: &ChainCache, chain_id: &ChainId) -> 
     for i in &content.indices {
         add(Some(*i), &|| i.to_string(), &mut resolved);
     }
-    // Records last: a record wins over a beacon-resolved entry.
-    entries.extend(
-        content
-            .records
-            .iter()
-            .map(|r| ((r.validator_index, r.chain_id.clone()), r.validator_key)),
-    );
-    resolved.desired = DesiredSet::from_in_order(entries);
+    // A record wins over a beacon-resolved entry.
+    let records = content
+        .records
+        .iter()
+        .map(|r| ((r.validator_index, r.chain_id.clone()), r.validator_key))
+        .collect();
+    resolved.desired = DesiredSet::from_parts(chain_id.clone(), listed, records);
     resolved
 }
 

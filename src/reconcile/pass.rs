@@ -230,20 +230,22 @@ impl Reconciler {
         // Plan: while the registry equalled the desired set after the last
         // pass, only the keys touched since can differ.
         let desired = state.desired.set();
+        let cache = &state.cache;
+        let pubkey_of = |i| cache.get(i).map(|k| k.pubkey);
         let mut planned = match state.desired.touched() {
             Some(touched) if state.converged && !relisted => {
-                let delta = crate::plan::plan_for(desired, snapshot, touched, &scope);
+                let delta = crate::plan::plan_for(desired, snapshot, touched, &scope, &pubkey_of);
                 if cfg!(debug_assertions) {
                     // Every test run checks the shortcut against the full rule.
                     assert_eq!(
                         delta,
-                        crate::plan::plan(desired, snapshot, &scope),
+                        crate::plan::plan(desired, snapshot, &scope, &pubkey_of),
                         "delta plan"
                     );
                 }
                 delta
             }
-            _ => crate::plan::plan(desired, snapshot, &scope),
+            _ => crate::plan::plan(desired, snapshot, &scope, &pubkey_of),
         };
         state.converged = false;
 

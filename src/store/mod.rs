@@ -565,7 +565,13 @@ impl Store {
     }
 
     pub fn journal(&self) -> Option<JournalEntry> {
-        let v = self.sled.as_ref()?.journal.get(JOURNAL_KEY).ok().flatten()?;
+        let v = self
+            .sled
+            .as_ref()?
+            .journal
+            .get(JOURNAL_KEY)
+            .ok()
+            .flatten()?;
         serde_json::from_slice(&v).ok()
     }
 

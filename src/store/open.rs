@@ -13,8 +13,8 @@ use sled::IVec;
 use super::codec::{be_u64, decode_source, entry_hash};
 use super::sidecar::{self, Sidecar};
 use super::{
-    write_err, Handles, Ledger, Opened, Store, StoreError, Unproven, Which, CONTENT_KEY, DB_DIR, DIGEST_KEY,
-    GENERATION_KEY, SCHEMA, SCHEMA_KEY, SCHEMA_V2, STORE_ID_KEY,
+    write_err, Handles, Ledger, Opened, Store, StoreError, Unproven, Which, CONTENT_KEY, DB_DIR,
+    DIGEST_KEY, GENERATION_KEY, SCHEMA, SCHEMA_KEY, SCHEMA_V2, STORE_ID_KEY,
 };
 use crate::domain::ChainId;
 

@@ -95,7 +95,10 @@ fn shedding_reopens_sled_with_everything_and_keeps_the_directory_locked() {
     };
     s.save_source("file:/a", &content).unwrap();
     // Not flushed yet: shedding must keep it all the same.
-    assert!(!s.shed(false).unwrap(), "a few kilobytes written: kept open");
+    assert!(
+        !s.shed(false).unwrap(),
+        "a few kilobytes written: kept open"
+    );
     assert!(s.shed(true).unwrap());
     assert_eq!(s.load_cache().len(), 3000);
     assert_eq!(s.load_source("file:/a"), Some(content.clone()));
@@ -121,12 +124,7 @@ fn shedding_reopens_sled_with_everything_and_keeps_the_directory_locked() {
     );
     drop(s);
     let s = Store::open(dir.path(), &chain).unwrap();
-    assert_eq!(
-        s.opened(),
-        &Opened::Current {
-            generation: before
-        }
-    );
+    assert_eq!(s.opened(), &Opened::Current { generation: before });
     assert_eq!(s.load_cache().len(), 3000);
     assert_eq!(s.load_source("file:/a"), Some(content));
     assert_eq!(s.journal().map(|j| j.to_assign), Some(1));
@@ -212,7 +210,14 @@ fn saving_an_appended_input_writes_only_the_chunks_that_changed() {
     let small = pubkeys(10);
     s.save_source("file:/k", &small).unwrap();
     assert_eq!(s.load_source("file:/k"), Some(small));
-    assert_eq!(s.handles().unwrap().inputs.scan_prefix(chunk_prefix("file:/k")).count(), 1);
+    assert_eq!(
+        s.handles()
+            .unwrap()
+            .inputs
+            .scan_prefix(chunk_prefix("file:/k"))
+            .count(),
+        1
+    );
     assert_eq!(s.source_keys(), vec!["file:/k".to_string()]);
     s.remove_source("file:/k").unwrap();
     assert!(s.handles().unwrap().inputs.is_empty());
@@ -224,7 +229,9 @@ fn a_damaged_stored_input_is_forgotten_not_half_loaded() {
     let s = Store::open(dir.path(), &ChainId::new("0x1")).unwrap();
     let content = pubkeys(5_000);
     s.save_source("file:/k", &content).unwrap();
-    s.handles().unwrap().inputs
+    s.handles()
+        .unwrap()
+        .inputs
         .insert(chunk_key("file:/k", 1), vec![0u8; 10])
         .unwrap();
     assert_eq!(s.load_source("file:/k"), None);
@@ -251,8 +258,17 @@ fn a_v2_store_is_migrated_with_its_inputs() {
     assert_eq!(s.opened(), &Opened::Migrated { from: "schema v2" });
     assert_eq!(s.load_source("file:/a"), Some(content));
     assert_eq!(s.source_keys(), vec!["file:/a".to_string()]);
-    assert_eq!(s.handles().unwrap().db.get(SCHEMA_KEY).unwrap().as_deref(), Some(SCHEMA));
-    assert!(!s.handles().unwrap().db.tree_names().iter().any(|t| t.as_ref() == b"sources"));
+    assert_eq!(
+        s.handles().unwrap().db.get(SCHEMA_KEY).unwrap().as_deref(),
+        Some(SCHEMA)
+    );
+    assert!(!s
+        .handles()
+        .unwrap()
+        .db
+        .tree_names()
+        .iter()
+        .any(|t| t.as_ref() == b"sources"));
     let aside = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
