@@ -12,7 +12,7 @@ use keysync::beacon::BeaconValidator;
 use keysync::cache::ChainCache;
 use keysync::desired::Live;
 use keysync::domain::{Assignment, ChainId, Pubkey, Status};
-use keysync::inputs::SourceContent;
+use keysync::inputs::{InputSet, Keep, SourceContent};
 use keysync::plan::RegistrySnapshot;
 
 fn rss_kib() -> u64 {
@@ -36,6 +36,24 @@ fn pubkey(i: u64) -> Pubkey {
     }
     b[0] = 0x80 | (b[0] & 0x1f);
     Pubkey(b)
+}
+
+/// The daemon's store stands apart here (measured below).
+struct NoStore;
+
+impl Keep for NoStore {
+    fn load_source(&self, _: &str) -> Option<SourceContent> {
+        None
+    }
+    fn source_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn save_source(&self, _: &str, _: &SourceContent) -> Result<usize, String> {
+        Ok(0)
+    }
+    fn remove_source(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 struct Meter {
@@ -67,12 +85,6 @@ fn main() {
     println!("N = {n}; VmRSS at start {:.1} MiB\n", start as f64 / 1024.0);
     println!("| structure | adds (MiB) | total (MiB) |\n|---|---:|---:|");
 
-    let content = SourceContent {
-        pubkeys: (0..n).map(pubkey).collect(),
-        ..Default::default()
-    };
-    m.step("input's last good content (`SourceContent`, 48-byte pubkeys)");
-
     let mut cache = ChainCache::new();
     cache.reserve(n as usize);
     for i in 0..n {
@@ -84,14 +96,38 @@ fn main() {
         });
     }
     let _ = cache.take_dirty();
-    m.step("chain cache (`ChainCache`)");
+    m.step("chain cache (`ChainCache`: slots and the table of pubkeys)");
+
+    // The input as the daemon reads it: a file of n pubkey lines.
+    let dir = std::env::temp_dir().join(format!("keysync-memory-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("keys.txt");
+    {
+        use std::io::Write as _;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).expect("input file"));
+        for i in 0..n {
+            writeln!(w, "{}", pubkey(i)).expect("input written");
+        }
+    }
+    m.step("(the input file written)");
+    let metrics = keysync::metrics::Metrics::new();
+    let inputs = keysync::inputs::Inputs {
+        pubkeys_file: Some(file.clone()),
+        ..Default::default()
+    };
+    let mut input_set = InputSet::restore(inputs, &NoStore, &mut cache);
+    input_set.reload_all(&NoStore, &metrics, &mut cache);
+    input_set.persist(&NoStore);
+    keysync::alloc::trim();
+    m.step("input's last good content (`InputSet`: 4-byte ids) and its line counts (in the cache)");
 
     let mut live = Live::new(chain.clone());
-    live.rebuild(&content, &cache);
-    m.step("desired set's line counts (`Live` before settling; touched keys included)");
+    live.rebuild(&input_set.content(&cache), &cache);
+    m.step("desired set's bookkeeping (`Live` before settling; touched keys included)");
     live.settle(&cache, |_| None);
     m.step("desired set (`DesiredSet`, after settling)");
     live.clear_touched();
+    keysync::alloc::trim();
     m.step("touched keys released");
 
     let snapshot = RegistrySnapshot::from_rows((0..n).map(|i| Assignment {
@@ -100,8 +136,7 @@ fn main() {
         active: true,
     }));
     m.step("registry snapshot (`RegistrySnapshot`)");
-    let dir = std::env::temp_dir().join(format!("keysync-memory-bench-{}", std::process::id()));
-    let mut store = keysync::store::Store::open(&dir, &chain).expect("store opens");
+    let mut store = keysync::store::Store::open(&dir.join("state"), &chain).expect("store opens");
     for i in 0..n {
         // As after the first pass: every entry to persist.
         cache.learn(&BeaconValidator {
@@ -116,7 +151,7 @@ fn main() {
     store.flush().expect("flushed");
     m.step("store: the chain cache saved (`sled`)");
     store
-        .save_source("file:/bench", &content)
+        .save_source("file:/bench", &input_set.content(&cache))
         .expect("content saved");
     store.flush().expect("flushed");
     m.step("store: the input's last good content saved (`sled`)");
@@ -139,7 +174,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "\nkept: {} lines, {} cached, {} desired, {} rows",
-        content.pubkeys.len(),
+        cache.pubkey_lines(),
         cache.len(),
         live.desired().len(),
         snapshot.len()

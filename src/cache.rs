@@ -7,9 +7,14 @@
 //! the daemon's store persists the entries marked dirty. Never decides
 //! scope: it only remembers.
 //!
-//! Compact at a million validators: one 72-byte slot per validator in one
-//! vector (the pubkey kept once), found by index or by pubkey through two
-//! tables of 4-byte slot numbers, and a status as one byte.
+//! Also the daemon's one table of pubkeys ([`Keys`]): the chain's, and
+//! those the input lines name (with how many lines name each), so that
+//! every structure holding a pubkey holds a 4-byte id.
+//!
+//! Compact at a million validators: one 24-byte slot per validator in one
+//! vector (the pubkey an id in [`Keys`]), found by index through a table of
+//! 4-byte slot numbers and by pubkey through its id, and a status as one
+//! byte.
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hash};
@@ -19,6 +24,7 @@ use rustc_hash::FxBuildHasher;
 
 use crate::beacon::BeaconValidator;
 use crate::domain::{Pubkey, Status, ValidatorIndex};
+use crate::keys::{KeyId, Keys};
 
 /// What is known about one validator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +48,7 @@ pub struct Learned {
 /// One validator, as stored.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    pubkey: Pubkey,
+    key: KeyId,
     index: ValidatorIndex,
     /// `NONE` until its exit is initiated.
     withdrawable: u64,
@@ -50,6 +56,8 @@ struct Slot {
 }
 
 const NONE: u64 = u64::MAX;
+/// No slot.
+const NO_SLOT: u32 = u32::MAX;
 
 /// The most distinct unknown statuses kept by name (a node sends a fixed
 /// vocabulary; a node that invents more gets them lumped together).
@@ -61,8 +69,11 @@ pub struct ChainCache {
     // Fx: the keys come from our inputs and the beacon node, so SipHash's
     // flooding resistance buys nothing, and every pass hashes every key.
     by_index: HashTable<u32>,
-    /// The slot each pubkey names: the last index the node reported it at.
-    by_pubkey: HashTable<u32>,
+    /// Every pubkey held: the slots', and the input lines'.
+    keys: Keys,
+    /// Per key id: the slot its pubkey names (the last index the node
+    /// reported it at), or `NO_SLOT`.
+    by_key: Vec<u32>,
     /// Unknown status names; their code is `Status::ALL.len()` + position.
     others: Vec<Box<str>>,
     dirty: Vec<ValidatorIndex>,
@@ -108,8 +119,8 @@ impl ChainCache {
         let slots = &self.slots;
         self.by_index
             .reserve(n, |s| hash(&slots[*s as usize].index));
-        self.by_pubkey
-            .reserve(n, |s| hash(&slots[*s as usize].pubkey));
+        self.keys.reserve(n);
+        self.by_key.reserve_exact(n);
     }
 
     fn slot_of(&self, index: ValidatorIndex) -> Option<u32> {
@@ -120,10 +131,11 @@ impl ChainCache {
     }
 
     fn slot_by_pubkey(&self, pubkey: &Pubkey) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_pubkey
-            .find(hash(pubkey), |s| slots[*s as usize].pubkey == *pubkey)
+        let id = self.keys.id(pubkey)?;
+        self.by_key
+            .get(id as usize)
             .copied()
+            .filter(|s| *s != NO_SLOT)
     }
 
     pub fn index_of(&self, pubkey: &Pubkey) -> Option<ValidatorIndex> {
@@ -134,7 +146,7 @@ impl ChainCache {
     pub fn get(&self, index: ValidatorIndex) -> Option<Known> {
         let s = &self.slots[self.slot_of(index)? as usize];
         Some(Known {
-            pubkey: s.pubkey,
+            pubkey: *self.keys.pubkey(s.key),
             status: self.status(s.status),
             withdrawable_epoch: (s.withdrawable != NONE).then_some(s.withdrawable),
         })
@@ -172,22 +184,17 @@ impl ChainCache {
     pub fn learn(&mut self, v: &BeaconValidator) -> Option<Learned> {
         let withdrawable = v.withdrawable_epoch.unwrap_or(NONE);
         let code = self.code(&v.status);
-        let old = self.slot_of(v.index).map(|s| (s, self.slots[s as usize]));
+        let old = self.slot_of(v.index).map(|s| self.slots[s as usize]);
         let old_pubkey = match old {
-            Some((_, o))
-                if o.pubkey == v.pubkey && o.status == code && o.withdrawable == withdrawable =>
-            {
-                return None
+            Some(o) => {
+                let pk = *self.keys.pubkey(o.key);
+                if pk == v.pubkey && o.status == code && o.withdrawable == withdrawable {
+                    return None;
+                }
+                (pk != v.pubkey).then_some(pk)
             }
-            Some((_, o)) => (o.pubkey != v.pubkey).then_some(o.pubkey),
             None => None,
         };
-        // Forget the old pubkey only if it still names this index.
-        if let (Some(pk), Some((at, _))) = (old_pubkey, old) {
-            if let Ok(e) = self.by_pubkey.find_entry(hash(&pk), |s| *s == at) {
-                e.remove();
-            }
-        }
         let at = self.put(v.index, v.pubkey, code, withdrawable);
         let displaced = self.point(at);
         self.dirty.push(v.index);
@@ -216,8 +223,27 @@ impl ChainCache {
         let exiting = |s: &Slot| {
             (s.withdrawable != NONE && in_scope(s.status)).then_some((s.withdrawable, s.index))
         };
+        let at = self.slot_of(index);
+        let old = at.map(|at| self.slots[at as usize]);
+        let key = match old {
+            Some(o) if *self.keys.pubkey(o.key) == pubkey => o.key,
+            Some(o) => {
+                // Another pubkey at this index: the old one no longer
+                // names it (if it did), and this slot lets it go.
+                if self.by_key.get(o.key as usize) == at.as_ref() {
+                    self.by_key[o.key as usize] = NO_SLOT;
+                }
+                let key = self.keys.hold(&pubkey);
+                self.keys.release(o.key);
+                key
+            }
+            None => self.keys.hold(&pubkey),
+        };
+        if self.by_key.len() < self.keys.capacity() {
+            self.by_key.resize(self.keys.capacity(), NO_SLOT);
+        }
         let new = Slot {
-            pubkey,
+            key,
             index,
             withdrawable,
             status,
@@ -225,9 +251,8 @@ impl ChainCache {
         if let Some(e) = exiting(&new) {
             self.exiting.insert(e);
         }
-        match self.slot_of(index) {
-            Some(at) => {
-                let old = self.slots[at as usize];
+        match (at, old) {
+            (Some(at), Some(old)) => {
                 if let Some(e) = exiting(&old) {
                     if exiting(&new) != Some(e) {
                         self.exiting.remove(&e);
@@ -236,7 +261,7 @@ impl ChainCache {
                 self.slots[at as usize] = new;
                 at
             }
-            None => {
+            _ => {
                 let at = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
                 self.slots.push(new);
                 let slots = &self.slots;
@@ -250,26 +275,43 @@ impl ChainCache {
     /// Points slot `at`'s pubkey at it. Returns the index it named before,
     /// if another.
     fn point(&mut self, at: u32) -> Option<ValidatorIndex> {
-        let slots = &self.slots;
-        let pubkey = slots[at as usize].pubkey;
-        let h = hash(&pubkey);
-        match self
-            .by_pubkey
-            .find_mut(h, |s| slots[*s as usize].pubkey == pubkey && *s != at)
-        {
-            Some(s) => {
-                let before = slots[*s as usize].index;
-                *s = at;
-                (before != slots[at as usize].index).then_some(before)
-            }
-            None => {
-                if self.by_pubkey.find(h, |s| *s == at).is_none() {
-                    self.by_pubkey
-                        .insert_unique(h, at, |s| hash(&slots[*s as usize].pubkey));
-                }
-                None
-            }
-        }
+        let key = self.slots[at as usize].key as usize;
+        let before = std::mem::replace(&mut self.by_key[key], at);
+        let index = self.slots[at as usize].index;
+        (before != NO_SLOT && before != at)
+            .then(|| self.slots[before as usize].index)
+            .filter(|b| *b != index)
+    }
+
+    /// Input lines naming `pk` (the daemon counts its inputs' lines here).
+    pub fn lines(&self, pk: &Pubkey) -> u32 {
+        self.keys.lines(pk)
+    }
+
+    /// Counts one input line naming `pk` in (`add`) or out; returns its
+    /// count.
+    pub fn count_line(&mut self, pk: &Pubkey, add: bool) -> u32 {
+        self.keys.count_line(pk, add)
+    }
+
+    /// Every pubkey an input line names.
+    pub fn listed_pubkeys(&self) -> impl Iterator<Item = &Pubkey> + '_ {
+        self.keys.listed()
+    }
+
+    /// Input lines naming a pubkey, over every input.
+    pub fn pubkey_lines(&self) -> u64 {
+        self.keys.total_lines()
+    }
+
+    /// The id of a pubkey an input line names or a slot holds.
+    pub fn key_id(&self, pk: &Pubkey) -> Option<KeyId> {
+        self.keys.id(pk)
+    }
+
+    /// The pubkey of a living id (see [`ChainCache::key_id`]).
+    pub fn pubkey(&self, id: KeyId) -> &Pubkey {
+        self.keys.pubkey(id)
     }
 
     /// In-scope validators whose `withdrawable_epoch` is at or before
@@ -381,11 +423,25 @@ mod tests {
         /// and withdrawable epochs changing) leaves the compact cache equal
         /// to two plain maps, change for change.
         #[test]
-        fn the_compact_cache_equals_plain_maps(answers in prop::collection::vec(validator(), 0..60)) {
+        fn the_compact_cache_equals_plain_maps(
+            answers in prop::collection::vec(validator(), 0..60),
+            lines in prop::collection::vec(prop::option::of((0u8..10, any::<bool>())), 0..60),
+        ) {
             let mut cache = ChainCache::new();
             let mut model = Model::default();
-            for v in &answers {
+            let mut counted: HashMap<Pubkey, u32> = HashMap::new();
+            // Input lines counted in and out between the answers share the
+            // pubkeys' ids with the slots: neither may disturb the other.
+            for (v, line) in answers.iter().zip(lines.iter().chain(std::iter::repeat(&None))) {
                 prop_assert_eq!(cache.learn(v), model.learn(v));
+                if let Some((k, add)) = line {
+                    let n = counted.entry(pk(*k)).or_default();
+                    *n = if *add { *n + 1 } else { n.saturating_sub(1) };
+                    prop_assert_eq!(cache.count_line(&pk(*k), *add), *n);
+                }
+            }
+            for k in 0..10 {
+                prop_assert_eq!(cache.lines(&pk(k)), counted.get(&pk(k)).copied().unwrap_or(0));
             }
             for i in 0..12 {
                 prop_assert_eq!(cache.get(i), model.by_index.get(&i).cloned());

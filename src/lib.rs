@@ -24,6 +24,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod inputs;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;

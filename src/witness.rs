@@ -149,7 +149,7 @@ impl Witness<'_> {
                     }
                     let candidates: Vec<(ValidatorIndex, Pubkey)> =
                         answers.iter().map(|v| (v.index, v.pubkey)).collect();
-                    listed = listing.listed(&candidates);
+                    listed = listing.listed(&candidates, cache);
                     out.kept = answers
                         .iter()
                         .filter(|v| listed.contains(&v.index) && v.status.in_scope())

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
-use super::counts::PubkeyCounts;
 use super::{lookups, Refresh};
 use crate::beacon::ValidatorId;
 use crate::cache::{ChainCache, Learned};
@@ -20,8 +19,8 @@ const BULK: usize = if cfg!(test) { 3 } else { 4096 };
 #[derive(Debug)]
 pub struct Live {
     chain_id: ChainId,
-    /// Reference counts of the input lines, over every input.
-    pubkeys: PubkeyCounts,
+    /// Index lines over every input (the pubkey lines are counted in the
+    /// chain cache, by the inputs: [`ChainCache::lines`]).
     indices: FxHashMap<ValidatorIndex, u32>,
     /// Per record key: each distinct pubkey with its count.
     records: FxHashMap<Key, Vec<(Pubkey, u32)>>,
@@ -60,7 +59,6 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u32>, k: K, add: bool) -
 impl Live {
     pub fn new(chain_id: ChainId) -> Live {
         Live {
-            pubkeys: PubkeyCounts::default(),
             indices: FxHashMap::default(),
             records: FxHashMap::default(),
             desired: DesiredSet::on(chain_id.clone()),
@@ -77,23 +75,24 @@ impl Live {
     pub fn rebuild(&mut self, content: &SourceContent, cache: &ChainCache) {
         let old = std::mem::take(&mut self.desired);
         *self = Live::new(self.chain_id.clone());
-        self.pubkeys.reserve(content.pubkeys.len());
         self.count(content, true, cache);
         // Keys that were desired and may not be any more.
         self.touched.extend(old.iter().map(|(k, _)| k.clone()));
         self.desired = old;
     }
 
-    /// Takes in the change of one input.
+    /// Takes in the change of one input (its pubkey lines already counted
+    /// in the cache).
     pub fn apply(&mut self, delta: &Delta, cache: &ChainCache) {
         self.count(&delta.added, true, cache);
         self.count(&delta.removed, false, cache);
     }
 
-    /// Counts `content`'s lines in (`add`) or out, touching their keys.
+    /// Counts `content`'s index and record lines in (`add`) or out,
+    /// touching their keys, and touches the keys of its pubkey lines.
     fn count(&mut self, content: &SourceContent, add: bool, cache: &ChainCache) {
         for pk in &content.pubkeys {
-            let n = self.pubkeys.bump(*pk, add);
+            let n = cache.lines(pk);
             match cache.index_of(pk) {
                 Some(i) => {
                     self.touched.insert((i, self.chain_id.clone()));
@@ -171,7 +170,7 @@ impl Live {
                 self.unresolved_pubkeys.remove(&k.pubkey);
             }
             if let Some(old) = c.old_pubkey {
-                if self.pubkeys.contains(&old) && cache.index_of(&old).is_none() {
+                if cache.lines(&old) > 0 && cache.index_of(&old).is_none() {
                     self.unresolved_pubkeys.insert(old);
                 }
             }
@@ -232,9 +231,9 @@ impl Live {
     /// Whether a pubkey or index line names validator `i`.
     fn listed(&self, i: ValidatorIndex, cache: &ChainCache) -> bool {
         self.indices.contains_key(&i)
-            || cache.get(i).is_some_and(|k| {
-                self.pubkeys.contains(&k.pubkey) && cache.index_of(&k.pubkey) == Some(i)
-            })
+            || cache
+                .get(i)
+                .is_some_and(|k| cache.lines(&k.pubkey) > 0 && cache.index_of(&k.pubkey) == Some(i))
     }
 
     /// Whether validator `i` is one of the operator's (listed, or a record
@@ -259,13 +258,13 @@ impl Live {
 
     /// Whether any input has a pubkey or index line (the beacon node's word
     /// decides part of the set).
-    pub fn needs_beacon(&self) -> bool {
-        !self.pubkeys.is_empty() || !self.indices.is_empty()
+    pub fn needs_beacon(&self, cache: &ChainCache) -> bool {
+        cache.pubkey_lines() > 0 || !self.indices.is_empty()
     }
 
     /// Pubkey and index lines, over every input.
-    pub fn lines(&self) -> usize {
-        let by_pubkey: usize = self.pubkeys.counts().map(|n| n as usize).sum();
+    pub fn lines(&self, cache: &ChainCache) -> usize {
+        let by_pubkey = cache.pubkey_lines() as usize;
         by_pubkey + self.indices.values().map(|n| *n as usize).sum::<usize>()
     }
 
@@ -278,7 +277,7 @@ impl Live {
     ) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
         if refresh.all || refresh.epoch {
             let indices = self.indices.keys().chain(refresh.indices.iter());
-            lookups(self.pubkeys.keys(), indices, cache, refresh)
+            lookups(cache.listed_pubkeys(), indices, cache, refresh)
         } else {
             let indices = self.unresolved_indices.iter().chain(refresh.indices.iter());
             lookups(self.unresolved_pubkeys.iter(), indices, cache, refresh)
@@ -292,7 +291,7 @@ impl Live {
         let unknown = self
             .unresolved_pubkeys
             .iter()
-            .map(|pk| self.pubkeys.get(pk) as usize)
+            .map(|pk| cache.lines(pk) as usize)
             .chain(
                 self.unresolved_indices
                     .iter()
@@ -306,7 +305,7 @@ impl Live {
                 let by_pubkey = cache
                     .get(*i)
                     .filter(|k| cache.index_of(&k.pubkey) == Some(*i))
-                    .map_or(0, |k| self.pubkeys.get(&k.pubkey) as usize);
+                    .map_or(0, |k| cache.lines(&k.pubkey) as usize);
                 count(self.indices.get(i)) + by_pubkey
             })
             .sum();
@@ -325,10 +324,11 @@ impl super::Listing for Live {
     fn listed(
         &self,
         candidates: &[(ValidatorIndex, Pubkey)],
+        cache: &ChainCache,
     ) -> rustc_hash::FxHashSet<ValidatorIndex> {
         candidates
             .iter()
-            .filter(|(i, pk)| self.indices.contains_key(i) || self.pubkeys.contains(pk))
+            .filter(|(i, pk)| self.indices.contains_key(i) || cache.lines(pk) > 0)
             .map(|(i, _)| *i)
             .collect()
     }
@@ -404,12 +404,22 @@ mod tests {
             let mut cache = ChainCache::new();
             let mut inputs = start;
             let mut live = Live::new(chain.clone());
+            // The pubkey lines are counted in the cache, as the inputs do.
+            for pk in &union(&inputs).pubkeys {
+                cache.count_line(pk, true);
+            }
             live.rebuild(&union(&inputs), &cache);
             for s in steps {
                 match s {
                     Step::Replace(n, c) => {
                         let delta = c.delta_from(&inputs[n]);
                         inputs[n] = c;
+                        for pk in &delta.added.pubkeys {
+                            cache.count_line(pk, true);
+                        }
+                        for pk in &delta.removed.pubkeys {
+                            cache.count_line(pk, false);
+                        }
                         live.apply(&delta, &cache);
                     }
                     Step::Learn(i, k, in_scope) => {

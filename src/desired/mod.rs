@@ -14,7 +14,6 @@
 //! input change or a beacon answer touched, so a pass costs what changed
 //! rather than the size of the set. A property test holds the two equal.
 
-mod counts;
 mod live;
 mod schedule;
 
@@ -34,13 +33,23 @@ use rustc_hash::{FxHashMap, FxHashSet};
 pub trait Listing {
     /// Which of `candidates` (an index, with the pubkey the beacon node
     /// reports for it) a pubkey line or an index line names.
-    fn listed(&self, candidates: &[(ValidatorIndex, Pubkey)]) -> FxHashSet<ValidatorIndex>;
+    /// `cache` holds the daemon's line counts (a cold content counts its
+    /// own lines).
+    fn listed(
+        &self,
+        candidates: &[(ValidatorIndex, Pubkey)],
+        cache: &ChainCache,
+    ) -> FxHashSet<ValidatorIndex>;
 }
 
 impl Listing for SourceContent {
     /// One pass over the lines with small sets of the candidates: no copy
     /// of a million-line input.
-    fn listed(&self, candidates: &[(ValidatorIndex, Pubkey)]) -> FxHashSet<ValidatorIndex> {
+    fn listed(
+        &self,
+        candidates: &[(ValidatorIndex, Pubkey)],
+        _: &ChainCache,
+    ) -> FxHashSet<ValidatorIndex> {
         let indices: FxHashSet<ValidatorIndex> = candidates.iter().map(|(i, _)| *i).collect();
         let mut by_pubkey: FxHashMap<Pubkey, Vec<ValidatorIndex>> = FxHashMap::default();
         for (i, pk) in candidates {
@@ -162,10 +171,10 @@ impl Desired {
     }
 
     /// Whether the beacon node's word decides part of the set.
-    pub fn needs_beacon(&self) -> bool {
+    pub fn needs_beacon(&self, cache: &ChainCache) -> bool {
         match self {
             Desired::Cold { content, .. } => content.needs_beacon(),
-            Desired::Live(live) => live.needs_beacon(),
+            Desired::Live(live) => live.needs_beacon(cache),
         }
     }
 
@@ -204,7 +213,7 @@ impl Desired {
                     unknown,
                     excluded,
                     sample,
-                    lines: live.lines(),
+                    lines: live.lines(cache),
                 }
             }
         }
@@ -527,7 +536,10 @@ mod tests {
             indices: vec![7],
             records: vec![],
         };
-        let listed = content.listed(&[(1, pk(1)), (5, pk(2)), (7, pk(70)), (9, pk(9))]);
+        let listed = content.listed(
+            &[(1, pk(1)), (5, pk(2)), (7, pk(70)), (9, pk(9))],
+            &ChainCache::new(),
+        );
         let mut got: Vec<_> = listed.into_iter().collect();
         got.sort_unstable();
         assert_eq!(

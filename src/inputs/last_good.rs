@@ -19,8 +19,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{Delta, SourceContent, SourceError, SourceKind};
-use crate::domain::{Key, Pubkey};
+use super::{Delta, Record, SourceContent, SourceError, SourceKind};
+use crate::cache::ChainCache;
+use crate::domain::{Key, Pubkey, ValidatorIndex};
+use crate::keys::KeyId;
 
 use super::Inputs;
 use crate::metrics::{Event, Metrics};
@@ -41,11 +43,100 @@ pub trait Keep {
 #[derive(Debug, Clone)]
 struct Entry {
     kind: SourceKind,
-    content: SourceContent,
+    content: Held,
     /// Whether `content` is trustworthy (parsed now or restored from the store).
     known: bool,
-    /// Parsed but not yet saved to the store (saved after the pass's writes).
-    unsaved: bool,
+    /// Parsed but not yet saved to the store (saved after the pass's
+    /// writes): the content itself until then.
+    unsaved: Option<SourceContent>,
+}
+
+/// An input's last good content as kept in memory: its pubkey lines as
+/// ids in the chain cache's table of pubkeys, where they are counted
+/// ([`ChainCache::count_line`]): 4 bytes a line instead of 48.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    keys: Vec<KeyId>,
+    indices: Vec<ValidatorIndex>,
+    records: Vec<Record>,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.keys.len() + self.indices.len() + self.records.len()
+    }
+
+    /// The content back, its pubkeys read from `cache`.
+    fn content(&self, cache: &ChainCache) -> SourceContent {
+        SourceContent {
+            pubkeys: self.keys.iter().map(|id| *cache.pubkey(*id)).collect(),
+            indices: self.indices.clone(),
+            records: self.records.clone(),
+        }
+    }
+
+    /// Appends this content's pubkeys (read from `cache`) to `out`.
+    fn extend_into(&self, out: &mut SourceContent, cache: &ChainCache) {
+        out.pubkeys
+            .extend(self.keys.iter().map(|id| *cache.pubkey(*id)));
+        out.indices.extend_from_slice(&self.indices);
+        out.records.extend_from_slice(&self.records);
+    }
+
+    /// Counts a whole content's pubkey lines in (a restored content).
+    fn count_in(content: &SourceContent, cache: &mut ChainCache) -> Held {
+        for pk in &content.pubkeys {
+            cache.count_line(pk, true);
+        }
+        Held::of(content, &[], &[], cache)
+    }
+
+    /// Counts every pubkey line out (the input is gone).
+    fn count_out(&self, cache: &mut ChainCache) -> SourceContent {
+        let content = self.content(cache);
+        for pk in &content.pubkeys {
+            cache.count_line(pk, false);
+        }
+        content
+    }
+
+    /// `content`, whose lines are counted in `cache`, as ids; the lines it
+    /// shares with `old` (whose pubkeys are `old_pubkeys`) at its start
+    /// keep their ids without a lookup (an append costs only its lines).
+    fn of(
+        content: &SourceContent,
+        old: &[KeyId],
+        old_pubkeys: &[Pubkey],
+        cache: &mut ChainCache,
+    ) -> Held {
+        let common = old_pubkeys
+            .iter()
+            .zip(&content.pubkeys)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let mut keys = Vec::with_capacity(content.pubkeys.len());
+        keys.extend_from_slice(&old[..common]);
+        for pk in &content.pubkeys[common..] {
+            let id = match cache.key_id(pk) {
+                Some(id) => id,
+                None => {
+                    // Cannot happen (every line was counted in first); if
+                    // it did, counting the line again errs on the side of
+                    // keeping its validator listed.
+                    debug_assert!(false, "an input line's pubkey has no id");
+                    tracing::error!(pubkey = %pk, "input line counts out of step; the line is counted again");
+                    cache.count_line(pk, true);
+                    cache.key_id(pk).unwrap_or_default()
+                }
+            };
+            keys.push(id);
+        }
+        Held {
+            keys,
+            indices: content.indices.clone(),
+            records: content.records.clone(),
+        }
+    }
 }
 
 /// All inputs with their last good content.
@@ -86,8 +177,9 @@ fn store_key(path: &Path, kind: SourceKind) -> String {
 const READY_PROBLEMS: usize = 5;
 
 impl InputSet {
-    /// The configured inputs, with the last good content from the store.
-    pub fn restore(inputs: Inputs, store: &dyn Keep) -> InputSet {
+    /// The configured inputs, with the last good content from the store
+    /// (its pubkey lines counted in `cache`).
+    pub fn restore(inputs: Inputs, store: &dyn Keep, cache: &mut ChainCache) -> InputSet {
         let mut entries = BTreeMap::new();
         for (kind, p) in super::configured(&inputs) {
             let stored = store.load_source(&key(p));
@@ -96,8 +188,8 @@ impl InputSet {
                 Entry {
                     kind,
                     known: stored.is_some(),
-                    content: stored.unwrap_or_default(),
-                    unsaved: false,
+                    content: Held::count_in(&stored.unwrap_or_default(), cache),
+                    unsaved: None,
                 },
             );
         }
@@ -109,8 +201,8 @@ impl InputSet {
                 Entry {
                     kind: SourceKind::Keymanager,
                     known: stored.is_some(),
-                    content: stored.unwrap_or_default(),
-                    unsaved: false,
+                    content: Held::count_in(&stored.unwrap_or_default(), cache),
+                    unsaved: None,
                 },
             );
         }
@@ -127,9 +219,9 @@ impl InputSet {
                                 p,
                                 Entry {
                                     kind: SourceKind::Detect,
-                                    content: c,
+                                    content: Held::count_in(&c, cache),
                                     known: true,
-                                    unsaved: false,
+                                    unsaved: None,
                                 },
                             );
                         }
@@ -222,6 +314,7 @@ impl InputSet {
         url: &url::Url,
         read: Result<Vec<Pubkey>, super::keymanager::KeymanagerError>,
         metrics: &Metrics,
+        cache: &mut ChainCache,
     ) -> Option<Delta> {
         let path = keymanager_path(url);
         let read = match read {
@@ -231,13 +324,13 @@ impl InputSet {
             }),
             Err(e) => Err(e.to_string()),
         };
-        let delta = self.take(&path, SourceKind::Keymanager, read, metrics);
+        let delta = self.take(&path, SourceKind::Keymanager, read, metrics, cache);
         self.report(metrics);
         delta
     }
 
     /// Re-reads every input (start, or a drop-dir listing is needed).
-    pub fn reload_all(&mut self, store: &dyn Keep, metrics: &Metrics) {
+    pub fn reload_all(&mut self, store: &dyn Keep, metrics: &Metrics, cache: &mut ChainCache) {
         let mut paths: Vec<PathBuf> = self
             .entries
             .iter()
@@ -253,15 +346,21 @@ impl InputSet {
         paths.dedup();
         for p in paths {
             // The caller rebuilds from the whole content after this.
-            let _ = self.reload_one(&p, store, metrics, Some(dir_ok));
+            let _ = self.reload_one(&p, store, metrics, Some(dir_ok), cache);
         }
         self.report(metrics);
     }
 
     /// Re-reads one path after a change. Returns how its content changed,
     /// if it did.
-    pub fn reload(&mut self, path: &Path, store: &dyn Keep, metrics: &Metrics) -> Option<Delta> {
-        let delta = self.reload_one(path, store, metrics, None);
+    pub fn reload(
+        &mut self,
+        path: &Path,
+        store: &dyn Keep,
+        metrics: &Metrics,
+        cache: &mut ChainCache,
+    ) -> Option<Delta> {
+        let delta = self.reload_one(path, store, metrics, None, cache);
         self.report(metrics);
         delta
     }
@@ -286,6 +385,7 @@ impl InputSet {
         store: &dyn Keep,
         metrics: &Metrics,
         dir_ok: Option<bool>,
+        cache: &mut ChainCache,
     ) -> Option<Delta> {
         let in_dir = self.in_dir(path);
         let kind = match self.entries.get(path) {
@@ -307,7 +407,7 @@ impl InputSet {
             if !dir_ok {
                 return None;
             }
-            return self.forget(path, store).map(|removed| Delta {
+            return self.forget(path, store, cache).map(|removed| Delta {
                 added: SourceContent::default(),
                 removed,
             });
@@ -325,7 +425,10 @@ impl InputSet {
         let read = match read {
             Ok(content) if self.inputs.checks.verify_pubkeys => {
                 let verified = match self.entries.get(path).filter(|e| e.known) {
-                    Some(e) => super::verify_added(path, &content.delta_from(&e.content).added),
+                    Some(e) => super::verify_added(
+                        path,
+                        &content.delta_from(&e.content.content(cache)).added,
+                    ),
                     None => super::verify_added(path, &content),
                 };
                 verified.map(|()| content)
@@ -351,7 +454,7 @@ impl InputSet {
                 None
             }
             other => {
-                let took = self.take(path, kind, other.map_err(|e| e.to_string()), metrics);
+                let took = self.take(path, kind, other.map_err(|e| e.to_string()), metrics, cache);
                 let changed = took.is_some();
                 let mut delta = took.unwrap_or_default();
                 // A file read in a directory that listed nothing: it lists
@@ -359,7 +462,7 @@ impl InputSet {
                 if in_dir && dir_ok.is_none() && self.problems.contains_key(self.dir()) {
                     if let Some(files) = self.check_dir(metrics) {
                         for gone in self.gone_from_dir(&files) {
-                            if let Some(removed) = self.forget(&gone, store) {
+                            if let Some(removed) = self.forget(&gone, store, cache) {
                                 delta.removed.extend(&removed);
                             }
                         }
@@ -379,6 +482,7 @@ impl InputSet {
         kind: SourceKind,
         read: Result<SourceContent, String>,
         metrics: &Metrics,
+        cache: &mut ChainCache,
     ) -> Option<Delta> {
         match read {
             Ok(content) => {
@@ -387,12 +491,13 @@ impl InputSet {
                 }
                 let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
                     kind,
-                    content: SourceContent::default(),
+                    content: Held::default(),
                     known: false,
-                    unsaved: false,
+                    unsaved: None,
                 });
                 // An entry never known holds no content: all of it is added.
-                let delta = content.delta_from(&entry.content);
+                let old = entry.content.content(cache);
+                let delta = content.delta_from(&old);
                 let changed = !entry.known || !delta.is_empty();
                 entry.known = true;
                 if changed {
@@ -403,17 +508,24 @@ impl InputSet {
                         removed = delta.removed.len(),
                         "input file loaded"
                     );
-                    entry.content = content;
-                    entry.unsaved = true;
+                    // Counted in before out: a line that stays keeps its id.
+                    for pk in &delta.added.pubkeys {
+                        cache.count_line(pk, true);
+                    }
+                    for pk in &delta.removed.pubkeys {
+                        cache.count_line(pk, false);
+                    }
+                    entry.content = Held::of(&content, &entry.content.keys, &old.pubkeys, cache);
+                    entry.unsaved = Some(content);
                 }
                 (changed || !delta.is_empty()).then_some(delta)
             }
             Err(e) => {
                 let entry = self.entries.entry(path.to_path_buf()).or_insert(Entry {
                     kind,
-                    content: SourceContent::default(),
+                    content: Held::default(),
                     known: false,
-                    unsaved: false,
+                    unsaved: None,
                 });
                 metrics.emit(SourceFailed {
                     path,
@@ -484,25 +596,32 @@ impl InputSet {
             .collect()
     }
 
-    /// Drops a drop-directory entry whose file was deleted; its content.
-    fn forget(&mut self, path: &Path, store: &dyn Keep) -> Option<SourceContent> {
+    /// Drops a drop-directory entry whose file was deleted (its lines
+    /// counted out of `cache`); its content.
+    fn forget(
+        &mut self,
+        path: &Path,
+        store: &dyn Keep,
+        cache: &mut ChainCache,
+    ) -> Option<SourceContent> {
         let removed = self.entries.remove(path)?;
         self.problems.remove(path);
         tracing::info!(path = %path.display(), "input file removed from the drop directory");
         if let Err(e) = store.remove_source(&key(path)) {
             tracing::warn!(error = %e, "cannot forget a removed input in the store");
         }
-        Some(removed.content)
+        Some(removed.content.count_out(cache))
     }
 
     /// Saves the last good content of inputs that changed. Called after the
     /// pass's writes: a multi-megabyte save must not delay them.
     pub fn persist(&mut self, store: &dyn Keep) {
-        for (path, e) in self.entries.iter_mut().filter(|(_, e)| e.unsaved) {
-            match store.save_source(&store_key(path, e.kind), &e.content) {
+        for (path, e) in self.entries.iter_mut() {
+            let Some(content) = &e.unsaved else { continue };
+            match store.save_source(&store_key(path, e.kind), content) {
                 Ok(chunks) => {
                     tracing::debug!(path = %path.display(), chunks, "last good content saved");
-                    e.unsaved = false;
+                    e.unsaved = None;
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot save the input's last good content")
@@ -512,10 +631,12 @@ impl InputSet {
     }
 
     /// The union of every input's last good content.
-    pub fn content(&self) -> SourceContent {
+    pub fn content(&self, cache: &ChainCache) -> SourceContent {
         let mut all = SourceContent::default();
+        all.pubkeys
+            .reserve_exact(self.entries.values().map(|e| e.content.keys.len()).sum());
         for e in self.entries.values() {
-            all.extend(&e.content);
+            e.content.extend_into(&mut all, cache);
         }
         all
     }
@@ -623,6 +744,70 @@ mod tests {
     const K0: &str = "a99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
     const K1: &str = "b89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b";
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Edits of two inputs (a file, a keymanager's list), with the chain moving pubkeys between
+        /// indices meanwhile (ids freed and reused): each input's content
+        /// reads back exactly as last written (kept as ids), and the cache
+        /// counts the lines of both.
+        #[test]
+        fn contents_kept_as_ids_read_back_exactly(
+            steps in proptest::collection::vec(
+                (0usize..2, proptest::collection::vec(0u8..6, 0..8), proptest::option::of((0u64..4, 0u8..8))),
+                1..12,
+            ),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let files = [d.path().join("a.pubkeys")];
+            let pk = |k: u8| {
+                let mut b = [0u8; 48];
+                b[0] = 0x80;
+                b[47] = k;
+                Pubkey(b)
+            };
+            let mut written: [Vec<u8>; 2] = [vec![], vec![]];
+            std::fs::write(&files[0], "# keys\n").unwrap();
+            let inputs = Inputs {
+                pubkeys_file: Some(files[0].clone()),
+                ..Default::default()
+            };
+            let metrics = Metrics::new();
+            let mut cache = ChainCache::new();
+            let mut set = InputSet::restore(inputs, &NoStore, &mut cache);
+            // The second input a keymanager's list: both go through `take`.
+            let url = url::Url::parse("http://127.0.0.1:1/").unwrap();
+            set.reload_all(&NoStore, &metrics, &mut cache);
+            for (n, keys, learn) in steps {
+                if n == 0 {
+                    let text: String = keys.iter().map(|k| format!("{}\n", pk(*k))).collect();
+                    std::fs::write(&files[0], format!("# keys\n{text}")).unwrap();
+                    set.reload(&files[0], &NoStore, &metrics, &mut cache);
+                } else {
+                    set.take_keymanager(&url, Ok(keys.iter().map(|k| pk(*k)).collect()), &metrics, &mut cache);
+                }
+                written[n] = keys;
+                if let Some((i, k)) = learn {
+                    cache.learn(&crate::beacon::BeaconValidator {
+                        index: i,
+                        pubkey: pk(k),
+                        status: crate::domain::Status::ActiveOngoing,
+                        withdrawable_epoch: None,
+                    });
+                }
+                let mut want: Vec<Pubkey> = written.iter().flatten().map(|k| pk(*k)).collect();
+                let mut have = set.content(&cache).pubkeys;
+                want.sort();
+                have.sort();
+                proptest::prop_assert_eq!(&have, &want);
+                for k in 0u8..8 {
+                    let n = want.iter().filter(|p| **p == pk(k)).count() as u32;
+                    proptest::prop_assert_eq!(cache.lines(&pk(k)), n);
+                }
+            }
+        }
+    }
+
     #[test]
     fn verify_pubkeys_checks_what_a_change_adds_and_keeps_the_last_good_content() {
         let d = tempfile::tempdir().unwrap();
@@ -637,14 +822,15 @@ mod tests {
             ..Default::default()
         };
         let metrics = Metrics::new();
-        let mut set = InputSet::restore(inputs, &NoStore);
-        set.reload_all(&NoStore, &metrics);
-        assert_eq!(set.content().pubkeys.len(), 1);
+        let mut cache = ChainCache::new();
+        let mut set = InputSet::restore(inputs, &NoStore, &mut cache);
+        set.reload_all(&NoStore, &metrics, &mut cache);
+        assert_eq!(set.content(&cache).pubkeys.len(), 1);
         // A typo that keeps length and hex: refused, the last good stands.
         let typo = format!("{}d", &K0[..K0.len() - 1]);
         std::fs::write(&file, format!("{K0}\n{typo}\n")).unwrap();
-        assert!(set.reload(&file, &NoStore, &metrics).is_none());
-        assert_eq!(set.content().pubkeys.len(), 1);
+        assert!(set.reload(&file, &NoStore, &metrics, &mut cache).is_none());
+        assert_eq!(set.content(&cache).pubkeys.len(), 1);
         let why = set.unreadable().unwrap();
         assert!(
             why.contains("is not a BLS pubkey") && why.contains(&typo),
@@ -652,7 +838,7 @@ mod tests {
         );
         // Fixed: the added key is checked and taken.
         std::fs::write(&file, format!("{K0}\n{K1}\n")).unwrap();
-        let delta = set.reload(&file, &NoStore, &metrics).unwrap();
+        let delta = set.reload(&file, &NoStore, &metrics, &mut cache).unwrap();
         assert_eq!(delta.added.pubkeys.len(), 1);
         assert_eq!(set.unreadable(), None);
     }

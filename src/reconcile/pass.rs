@@ -257,12 +257,13 @@ impl Reconciler {
             beacon: self.beacon.as_ref(),
             chain_id: &self.chain_id,
         };
+        let needs_beacon = state.desired.needs_beacon(&state.cache);
         let confirmed = witness
             .confirm_removals(
                 &mut planned,
                 &mut state.cache,
                 state.desired.listing(),
-                state.desired.needs_beacon(),
+                needs_beacon,
                 &drift,
                 |l| late.push(l),
             )

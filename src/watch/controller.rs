@@ -211,10 +211,11 @@ impl Controller {
 
         // 1. Inputs: only what changed; the desired set takes in each change.
         if p.all_sources {
-            self.inputs.reload_all(&self.store, &self.metrics);
+            self.inputs
+                .reload_all(&self.store, &self.metrics, &mut self.state.cache);
             self.state
                 .desired
-                .rebuild(&self.inputs.content(), &self.state.cache);
+                .rebuild(&self.inputs.content(&self.state.cache), &self.state.cache);
             self.state.converged = false;
         } else {
             let mut paths: Vec<std::path::PathBuf> = p.paths.iter().cloned().collect();
@@ -225,14 +226,20 @@ impl Controller {
                 paths.dedup();
             }
             for path in &paths {
-                if let Some(delta) = self.inputs.reload(path, &self.store, &self.metrics) {
+                if let Some(delta) =
+                    self.inputs
+                        .reload(path, &self.store, &self.metrics, &mut self.state.cache)
+                {
                     self.state.desired.apply(&delta, &self.state.cache);
                 }
             }
         }
         if p.keymanagers {
             for (url, read) in self.keymanagers.take() {
-                if let Some(delta) = self.inputs.take_keymanager(&url, read, &self.metrics) {
+                if let Some(delta) =
+                    self.inputs
+                        .take_keymanager(&url, read, &self.metrics, &mut self.state.cache)
+                {
                     self.state.desired.apply(&delta, &self.state.cache);
                 }
             }

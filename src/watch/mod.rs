@@ -120,9 +120,12 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
     }
 
     let (tx, rx) = trigger::channel();
+    // The chain cache first: it holds the pubkeys the inputs' lines name.
+    let mut cache = store.load_cache();
+    tracing::info!(cached_validators = cache.len(), "chain cache loaded");
     // Absolute: file events name absolute paths (a relative input would
     // only ever be seen by the resync's re-read).
-    let mut inputs = InputSet::restore(settings.inputs.absolute(), &store);
+    let mut inputs = InputSet::restore(settings.inputs.absolute(), &store, &mut cache);
     inputs.set_allow_empty(settings.allow_empty);
     // The secrets' files: the API key's and each keymanager token's.
     let secret_files: Vec<PathBuf> = settings
@@ -132,8 +135,6 @@ pub async fn start(settings: Settings) -> Result<Daemon, Error> {
         .map(|k| std::path::absolute(k).unwrap_or_else(|_| k.clone()))
         .collect();
     let watcher = watch_files(&inputs, secret_files, tx.clone())?;
-    let cache = store.load_cache();
-    tracing::info!(cached_validators = cache.len(), "chain cache loaded");
     // Reading the whole store left every page of it resident in sled.
     if let Err(e) = store.shed(true) {
         return Err(Error::Store(format!(
