@@ -294,9 +294,23 @@ impl ChainCache {
         self.keys.count_line(pk, add)
     }
 
-    /// Every pubkey an input line names.
-    pub fn listed_pubkeys(&self) -> impl Iterator<Item = &Pubkey> + '_ {
-        self.keys.listed()
+    /// Every pubkey an input line names, with the validator it names on
+    /// chain when the node has placed it (its index, and whether it is in
+    /// the registry scope): one walk of the tables, no lookup.
+    pub fn listed_validators(
+        &self,
+    ) -> impl Iterator<Item = (&Pubkey, Option<(ValidatorIndex, bool)>)> + '_ {
+        self.keys.listed().map(|(id, pk)| {
+            let placed = self
+                .by_key
+                .get(id as usize)
+                .filter(|s| **s != NO_SLOT)
+                .map(|s| {
+                    let slot = &self.slots[*s as usize];
+                    (slot.index, in_scope(slot.status))
+                });
+            (pk, placed)
+        })
     }
 
     /// Input lines naming a pubkey, over every input.

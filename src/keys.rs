@@ -146,13 +146,14 @@ impl Keys {
         self.total_lines
     }
 
-    /// Every pubkey an input line names.
-    pub fn listed(&self) -> impl Iterator<Item = &Pubkey> + '_ {
+    /// Every pubkey an input line names, with its id.
+    pub fn listed(&self) -> impl Iterator<Item = (KeyId, &Pubkey)> + '_ {
         self.lines
             .iter()
             .zip(&self.pubkeys)
-            .filter(|(n, _)| **n > 0)
-            .map(|(_, pk)| pk)
+            .enumerate()
+            .filter(|(_, (n, _))| **n > 0)
+            .map(|(id, (_, pk))| (id as KeyId, pk))
     }
 
     /// Frees `id` once nothing holds or names it.
@@ -238,7 +239,7 @@ mod tests {
                 prop_assert!(keys.capacity() <= 8);
                 let total: u32 = lines.values().sum();
                 prop_assert_eq!(keys.total_lines(), u64::from(total));
-                let mut listed: Vec<Pubkey> = keys.listed().copied().collect();
+                let mut listed: Vec<Pubkey> = keys.listed().map(|(_, pk)| *pk).collect();
                 listed.sort();
                 let mut want: Vec<Pubkey> = lines.keys().map(|k| pk(*k)).collect();
                 want.sort();

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
-use super::{lookups, Refresh};
+use super::{lookups, lookups_placed, Refresh};
 use crate::beacon::ValidatorId;
 use crate::cache::{ChainCache, Learned};
 use crate::domain::{ChainId, DesiredSet, Key, Pubkey, ValidatorIndex, Want};
@@ -277,7 +277,7 @@ impl Live {
     ) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
         if refresh.all || refresh.epoch {
             let indices = self.indices.keys().chain(refresh.indices.iter());
-            lookups(cache.listed_pubkeys(), indices, cache, refresh)
+            lookups_placed(cache.listed_validators(), indices, cache, refresh)
         } else {
             let indices = self.unresolved_indices.iter().chain(refresh.indices.iter());
             lookups(self.unresolved_pubkeys.iter(), indices, cache, refresh)

@@ -381,30 +381,45 @@ pub(crate) fn lookups<'a>(
     cache: &ChainCache,
     refresh: &Refresh,
 ) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
+    let pubkeys = pubkeys.into_iter().map(|pk| {
+        let placed = cache
+            .index_of(pk)
+            .and_then(|i| cache.get(i).map(|k| (i, k.status.in_scope())));
+        (pk, placed)
+    });
+    lookups_placed(pubkeys, indices, cache, refresh)
+}
+
+/// [`lookups`] over pubkey lines already placed on chain (as
+/// [`ChainCache::listed_validators`] gives them).
+pub(crate) fn lookups_placed<'a>(
+    pubkeys: impl IntoIterator<Item = (&'a Pubkey, Option<(ValidatorIndex, bool)>)>,
+    indices: impl IntoIterator<Item = &'a ValidatorIndex>,
+    cache: &ChainCache,
+    refresh: &Refresh,
+) -> (Vec<ValidatorId>, Vec<ValidatorId>) {
     let mut full: Vec<ValidatorId> = Vec::new();
     let mut epoch: Vec<ValidatorId> = Vec::new();
     let scan = refresh
         .scan
         .or_else(|| refresh.epoch.then(|| Scan::everything(0)));
-    let mut visit = |index: Option<ValidatorIndex>, pubkey: Option<Pubkey>| {
-        match (index.and_then(|i| cache.get(i).map(|k| (i, k))), pubkey) {
-            (Some((i, known)), _) => {
-                if refresh.all || refresh.indices.contains(&i) {
-                    full.push(ValidatorId::Index(i));
-                } else if known.status.in_scope() && scan.is_some_and(|s| s.covers(i)) {
-                    // withdrawal_* never comes back into scope: no need to ask again.
-                    epoch.push(ValidatorId::Index(i));
-                }
+    let mut visit = |placed: Option<(ValidatorIndex, bool)>, id: ValidatorId| match placed {
+        Some((i, in_scope)) => {
+            if refresh.all || refresh.indices.contains(&i) {
+                full.push(ValidatorId::Index(i));
+            } else if in_scope && scan.is_some_and(|s| s.covers(i)) {
+                // withdrawal_* never comes back into scope: no need to ask again.
+                epoch.push(ValidatorId::Index(i));
             }
-            (None, Some(pk)) => full.push(ValidatorId::Pubkey(pk)),
-            (None, None) => full.extend(index.map(ValidatorId::Index)),
         }
+        None => full.push(id),
     };
-    for pk in pubkeys {
-        visit(cache.index_of(pk), Some(*pk));
+    for (pk, placed) in pubkeys {
+        visit(placed, ValidatorId::Pubkey(*pk));
     }
     for i in indices {
-        visit(Some(*i), None);
+        let placed = cache.get(*i).map(|k| (*i, k.status.in_scope()));
+        visit(placed, ValidatorId::Index(*i));
     }
     // In place: no second copy of a million ids to deduplicate them.
     full.sort_unstable();
