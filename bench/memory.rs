@@ -12,7 +12,7 @@ use keysync::beacon::BeaconValidator;
 use keysync::cache::ChainCache;
 use keysync::desired::Live;
 use keysync::domain::{Assignment, ChainId, Pubkey, Status};
-use keysync::inputs::{InputSet, Keep, SourceContent};
+use keysync::inputs::{InputSet, NoStore};
 use keysync::plan::RegistrySnapshot;
 
 fn rss_kib() -> u64 {
@@ -36,24 +36,6 @@ fn pubkey(i: u64) -> Pubkey {
     }
     b[0] = 0x80 | (b[0] & 0x1f);
     Pubkey(b)
-}
-
-/// The daemon's store stands apart here (measured below).
-struct NoStore;
-
-impl Keep for NoStore {
-    fn load_source(&self, _: &str) -> Option<SourceContent> {
-        None
-    }
-    fn source_keys(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn save_source(&self, _: &str, _: &SourceContent) -> Result<usize, String> {
-        Ok(0)
-    }
-    fn remove_source(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 struct Meter {
@@ -160,7 +142,7 @@ fn main() {
     keysync::alloc::trim();
     let took = t.elapsed();
     m.step(&format!(
-        "store: sled re-opened and its freed pages collected, as after every pass that wrote 8 MB ({:.1} ms)",
+        "store: sled re-opened and its freed pages collected, as after every pass that wrote ({:.1} ms)",
         took.as_secs_f64() * 1000.0
     ));
     let t = std::time::Instant::now();

@@ -40,6 +40,25 @@ pub trait Keep {
     fn remove_source(&self, key: &str) -> Result<(), String>;
 }
 
+/// A [`Keep`] that keeps nothing (tests and benchmarks, where the store
+/// stands apart).
+pub struct NoStore;
+
+impl Keep for NoStore {
+    fn load_source(&self, _: &str) -> Option<SourceContent> {
+        None
+    }
+    fn source_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn save_source(&self, _: &str, _: &SourceContent) -> Result<usize, String> {
+        Ok(0)
+    }
+    fn remove_source(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     kind: SourceKind,
@@ -723,22 +742,7 @@ mod tests {
         assert_eq!(set.failing().len(), 7);
     }
 
-    struct NoStore;
-
-    impl Keep for NoStore {
-        fn load_source(&self, _: &str) -> Option<SourceContent> {
-            None
-        }
-        fn source_keys(&self) -> Vec<String> {
-            Vec::new()
-        }
-        fn save_source(&self, _: &str, _: &SourceContent) -> Result<usize, String> {
-            Ok(0)
-        }
-        fn remove_source(&self, _: &str) -> Result<(), String> {
-            Ok(())
-        }
-    }
+    use super::NoStore;
 
     /// Interop validators 0 and 1: valid G1 points.
     const K0: &str = "a99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";

@@ -28,7 +28,7 @@ mod keystores;
 mod last_good;
 mod text;
 
-pub use last_good::{InputSet, Keep};
+pub use last_good::{InputSet, Keep, NoStore};
 
 use std::path::PathBuf as InputPath;
 

@@ -199,10 +199,14 @@ impl Controller {
                     "state store re-opened to release its page memory"
                 );
             }
-            Err(e) => tracing::error!(
-                error = %e,
-                "the state store could not be re-opened; nothing more is saved and no apply starts until keysync restarts"
-            ),
+            Err(e) => {
+                // /ready says so: `store_open` false.
+                self.health.set_store(false);
+                tracing::error!(
+                    error = %e,
+                    "the state store could not be re-opened; nothing more is saved and no apply starts until keysync restarts"
+                )
+            }
         }
     }
 
