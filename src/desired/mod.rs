@@ -9,10 +9,12 @@
 //! of scope are *excluded*.
 //!
 //! [`full`] applies the rule to whole contents (the one-shot commands, the
-//! daemon's start). [`Live`] keeps the result between daemon passes with a
-//! reference count per input line, and re-evaluates only the keys that an
-//! input change or a beacon answer touched, so a pass costs what changed
-//! rather than the size of the set. A property test holds the two equal.
+//! daemon's start). [`Live`] keeps the result between daemon passes (with
+//! a count per index and record line; the inputs count their pubkey lines
+//! in the chain cache's table of pubkeys), and re-evaluates only the keys
+//! that an input change or a beacon answer touched, so a pass costs what
+//! changed rather than the size of the set. A property test holds the two
+//! equal.
 
 mod live;
 mod schedule;

@@ -15,6 +15,11 @@
 //! volume not mounted looks like that): then every last good content stands
 //! until it lists one again (or `--allow-empty`). A configured file that
 //! disappears is an error (its last content stands).
+//!
+//! Also counts every pubkey line in the chain cache's table of pubkeys
+//! ([`ChainCache::count_line`]) and keeps each content as ids into it: the
+//! one place the lines are counted, so a content read back from its ids is
+//! exactly what was read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

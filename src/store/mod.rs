@@ -393,9 +393,10 @@ impl Store {
     }
 
     /// Hands back the memory sled holds for what it wrote and read, once
-    /// that is more than [`SHED_AFTER`] (`force`: whatever it is, as after
-    /// reading the whole store at start): closes sled and opens it again
-    /// (a few milliseconds). Nothing is lost: what was written is flushed
+    /// anything was written since it was opened (`force`: in any case, as
+    /// after reading the whole store at start): closes sled and opens it
+    /// again, then drains crossbeam's epoch collector (8–12 ms at 1,000,000
+    /// validators). Nothing is lost: what was written is flushed
     /// to sled's log first (no new generation: that is [`Store::flush`]'s),
     /// and the ledger stays. The data directory stays
     /// locked throughout (`keysync.lock`, see [`Store::open`]), so no other
