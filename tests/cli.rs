@@ -1431,9 +1431,14 @@ fn an_endless_beacon_answer_ends_in_a_clear_error_with_bounded_memory() {
         "POST /eth/v1/beacon/states/head/validators",
         "larger than the 65 KiB keysync accepts",
     ]);
+    // The server counts what the kernel took: its send buffer (autotuned up
+    // to `tcp_wmem`'s 4 MB) and keysync's receive window fill before
+    // keysync's close reaches it (4.2 MB once, under load). A client that
+    // read on would never stop (the stream is endless), so 16 MiB still
+    // tells the two apart.
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
-        sent < 4 << 20,
+        sent < 16 << 20,
         "keysync stopped reading near its limit, not {sent} bytes in"
     );
 }
