@@ -34,7 +34,7 @@
 //! frees what it drops through crossbeam's epoch collector, slowly.
 //! [`Store::shed`] closes sled and opens it again, then drains that
 //! collector: after the start (which reads the whole store) and after any
-//! pass that wrote 8 MB. The data directory's lock (`keysync.lock`, taken
+//! pass that wrote. The data directory's lock (`keysync.lock`, taken
 //! before sled's own and held for the store's life) keeps another keysync
 //! out while sled is closed.
 //!
@@ -225,8 +225,8 @@ pub struct Store {
     sled: Option<Handles>,
     /// The chain's tree name (`chain:<chain id>`).
     chain_tree: String,
-    /// Bytes written since sled was (re)opened.
-    written: std::sync::atomic::AtomicU64,
+    /// Whether anything was written since sled was (re)opened.
+    wrote: std::sync::atomic::AtomicBool,
     /// The data directory's lock (`keysync.lock`), held for the store's life.
     lock: Option<std::fs::File>,
     /// The data directory (holds the sled directory and the generation file).
@@ -362,15 +362,6 @@ fn drain_epoch_garbage() {
     }
 }
 
-/// From this many bytes written since sled was opened, [`Store::shed`]
-/// re-opens it: any. sled keeps every page it wrote or read resident,
-/// whatever its cache capacity, and what a write costs it is out of all
-/// proportion to the bytes: at 1,000,000 validators, exits rewriting a
-/// few 51 KB chain-cache buckets a pass grew the heap by 3 MiB a pass
-/// (45 MiB in 15 passes, under 1 MB written); re-opening after each pass
-/// that wrote kept it flat. A quiet pass writes nothing.
-const SHED_AFTER: u64 = 1;
-
 impl Store {
     /// What opening found: fresh, current, migrated, or rolled back (moved
     /// aside and rebuilt empty).
@@ -396,7 +387,11 @@ impl Store {
     /// anything was written since it was opened (`force`: in any case, as
     /// after reading the whole store at start): closes sled and opens it
     /// again, then drains crossbeam's epoch collector (8–12 ms at 1,000,000
-    /// validators). Nothing is lost: what was written is flushed
+    /// validators). Any write, however small: what a write costs sled is
+    /// out of all proportion to its bytes (at 1,000,000 validators, exits
+    /// rewriting a few 51 KB chain-cache buckets a pass grew the heap by
+    /// 3 MiB a pass, under 1 MB written in 15 passes; re-opening after each
+    /// pass that wrote kept it flat). A quiet pass writes nothing. Nothing is lost: what was written is flushed
     /// to sled's log first (no new generation: that is [`Store::flush`]'s),
     /// and the ledger stays. The data directory stays
     /// locked throughout (`keysync.lock`, see [`Store::open`]), so no other
@@ -405,7 +400,7 @@ impl Store {
     /// no apply starts without its journal).
     pub fn shed(&mut self, force: bool) -> Result<bool, StoreError> {
         use std::sync::atomic::Ordering;
-        if !force && self.written.load(Ordering::Relaxed) < SHED_AFTER {
+        if !force && !self.wrote.load(Ordering::Relaxed) {
             return Ok(false);
         }
         // What is written but not yet in sled's files goes there first.
@@ -419,7 +414,7 @@ impl Store {
             detail,
         })?;
         self.sled = Some(h);
-        self.written.store(0, Ordering::Relaxed);
+        self.wrote.store(false, Ordering::Relaxed);
         drain_epoch_garbage();
         Ok(true)
     }
@@ -438,9 +433,7 @@ impl Store {
         let mut ledger = self.ledger();
         let mut changes = HashMap::with_capacity(ops.len());
         let mut batch = sled::Batch::default();
-        let mut batch_bytes = 0;
         for (k, v) in ops {
-            batch_bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
             changes.insert(
                 k.clone(),
                 v.as_ref().map(|v| codec::entry_hash(&name, &k, v)),
@@ -460,8 +453,7 @@ impl Store {
             })
             .map_err(|e: TransactionError<()>| write_err(format!("{e:?}")))?;
         ledger.apply(&name, changes);
-        self.written
-            .fetch_add(batch_bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -67,17 +67,27 @@ fn try_open(path: &Path) -> Result<sled::Db, OpenFail> {
     }
 }
 
-/// Opens sled, waiting at most [`LOCK_WAIT`] for another process's lock.
-fn open_waiting(path: &Path) -> Result<sled::Db, OpenFail> {
+/// Runs `attempt` until it is not `busy` (another process holds a lock),
+/// waiting at most [`LOCK_WAIT`] in steps of [`LOCK_RETRY`]; the last
+/// answer stands.
+fn waiting<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    busy: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match try_open(path) {
-            Err(OpenFail::Locked) if Instant::now() + LOCK_RETRY <= deadline => {
+        match attempt() {
+            Err(e) if busy(&e) && Instant::now() + LOCK_RETRY <= deadline => {
                 std::thread::sleep(LOCK_RETRY)
             }
             other => return other,
         }
     }
+}
+
+/// Opens sled, waiting at most [`LOCK_WAIT`] for another process's lock.
+fn open_waiting(path: &Path) -> Result<sled::Db, OpenFail> {
+    waiting(|| try_open(path), |e| matches!(e, OpenFail::Locked))
 }
 
 /// Opens sled again for a store already proven and locked (see
@@ -106,23 +116,16 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
             path: dir.to_path_buf(),
             detail: format!("cannot open its lock file {}: {e}", path.display()),
         })?;
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() + LOCK_RETRY <= deadline => {
-                std::thread::sleep(LOCK_RETRY)
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked(dir.to_path_buf()))
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::Open {
-                    path: dir.to_path_buf(),
-                    detail: format!("cannot lock {}: {e}", path.display()),
-                })
-            }
-        }
+    match waiting(
+        || file.try_lock(),
+        |e| matches!(e, std::fs::TryLockError::WouldBlock),
+    ) {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open {
+            path: dir.to_path_buf(),
+            detail: format!("cannot lock {}: {e}", path.display()),
+        }),
     }
 }
 
@@ -539,7 +542,7 @@ impl Store {
         Ok(Store {
             sled: Some(Handles::over(db, &chain_tree)?),
             chain_tree,
-            written: Default::default(),
+            wrote: Default::default(),
             lock: None,
             ledger: Mutex::new(Ledger {
                 store_id,
